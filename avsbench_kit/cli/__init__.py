@@ -1,0 +1,1 @@
+"""The `avskit` command line: one thin Typer sub-app per verb."""

@@ -1,0 +1,36 @@
+"""`avskit ls ...`: what is registered, and what is prepared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from avsbench_kit.cli.common import HomeOption, console
+
+app = typer.Typer(help="List registered datasets (and, as they arrive, encoders, baselines, protocols).",
+                  no_args_is_help=True)
+
+
+@app.command("datasets")
+def ls_datasets(home: Optional[Path] = HomeOption) -> None:
+    """Name, task, splits, and whether each dataset is prepared in the data home."""
+    import json
+
+    from rich.table import Table
+
+    from avsbench_kit.data.datasets import DATASETS
+
+    table = Table(title="datasets", title_justify="left")
+    for col in ("name", "task", "splits", "prepared", "samples", "fingerprint"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("description")
+    for name in DATASETS.names():
+        spec = DATASETS.get(name)
+        prepared, samples, fp = "no", "", ""
+        if spec.is_prepared(home):
+            meta = json.loads((spec.prepared_dir(home) / "manifest.json").read_text("utf-8"))
+            prepared, samples, fp = "yes", f"{meta['num_samples']:,}", meta["fingerprint_short"]
+        table.add_row(name, spec.task, ",".join(spec.splits), prepared, samples, fp, spec.description)
+    console.print(table)

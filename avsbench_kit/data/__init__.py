@@ -1,0 +1,1 @@
+"""Official on-disk layouts -> validated, fingerprinted manifests -> loaders and shards."""

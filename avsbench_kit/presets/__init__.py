@@ -1,0 +1,1 @@
+"""Packaged YAML presets (one folder per group)."""
