@@ -8,8 +8,16 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+def _width() -> int | None:
+    """Rich's default of 80 columns truncates names when output is piped; tables stay whole."""
+    import os
+    import sys
+
+    return None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+
+
+console = Console(width=_width())
+err_console = Console(stderr=True, width=_width())
 
 HomeOption = typer.Option(
     None, "--home", help="Data home for prepared artefacts (default: $AVSKIT_HOME or the user cache dir)."
