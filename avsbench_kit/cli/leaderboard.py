@@ -1,0 +1,57 @@
+"""`avskit leaderboard`: reported and reproduced numbers, one table per dataset and protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from avsbench_kit.cli.common import HomeOption, console
+
+
+def register(app: typer.Typer) -> None:
+    app.command("leaderboard")(leaderboard_command)
+
+
+def leaderboard_command(
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Only this dataset (e.g. synth-s4, avsbench-s4)."),
+    fmt: str = typer.Option("rich", "--format", help="rich | md | csv | json"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write to FILE instead of printing."),
+    home: Optional[Path] = HomeOption,
+    published: Optional[Path] = typer.Option(None, "--published", help="Reported numbers CSV (default: leaderboards/published.csv)."),
+) -> None:
+    """Leaderboard: rows = methods, reported rows (with source) and reproduced rows (with run ids,
+    mean ± std over seeds) marked; a column never mixes protocols; blank = no such number."""
+    from avsbench_kit.atomic import write_text
+    from avsbench_kit.errors import ConfigError
+    from avsbench_kit.leaderboard import collect_tables
+    from avsbench_kit.leaderboard.render import FORMATS, render, rich_tables
+    from avsbench_kit.registry import did_you_mean
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}", hint=did_you_mean(fmt, FORMATS))
+    tables = collect_tables(home, dataset, published)
+    if dataset is not None and not tables:
+        everything = collect_tables(home, None, published)
+        names = sorted({t.dataset for t in everything})
+        raise ConfigError(f"no leaderboard numbers for dataset {dataset!r}", hint=did_you_mean(dataset, names))
+    if fmt == "rich":
+        import io
+
+        from rich.console import Console
+
+        target = Console(record=True, file=io.StringIO(), width=220) if out else console
+        for table in rich_tables(tables):
+            target.print(table)
+            target.print()
+        if out:
+            write_text(out, target.export_text())
+    else:
+        text = render(tables, fmt)
+        if out:
+            write_text(out, text)
+        else:
+            typer.echo(text, nl=False)
+    if out:
+        console.print(f"wrote {len(tables)} table(s) to {out}")
