@@ -260,3 +260,14 @@ def test_missing_or_corrupt_files_name_the_file(tmp_path):
         AVSDataset(manifest, "test", audio="mp3")
     with pytest.raises(DataError):
         AVSDataset(manifest, "nosuchsplit")
+
+
+def test_frames_of_different_sizes_need_image_size(tmp_path):
+    manifest = make_s4(tmp_path, clips=2)
+    row = manifest.rows("test")[0]
+    _img(tmp_path / row["frames"][2], np.zeros((20, 30, 3), np.uint8))
+    with pytest.raises(DataError) as err:
+        AVSDataset(manifest, "test", audio=None, load_masks=False)[0]
+    assert row["sample_key"] in err.value.message and "image_size" in err.value.hint
+    item = AVSDataset(manifest, "test", audio=None, load_masks=False, image_size=20)[0]
+    assert item["frames"].shape == (5, 3, 20, 20)

@@ -143,6 +143,30 @@ def test_truncated_and_corrupt_shards_are_named(tmp_path):
     assert verify_shards(index_path) == []
 
 
+def test_long_keys_and_cuts_at_member_boundaries(tmp_path):
+    from avsbench_kit.data.manifest import ManifestBuild, build_manifest
+
+    tree = tmp_path / "tree"
+    base = make_refavs(tree, n=2)
+    rows = base.rows()
+    rows[0]["sample_key"] = "k" * 150  # > 100 chars: needs a pax header in the tar
+    manifest = build_manifest("synth-refavs", tree, ManifestBuild(rows=rows, media_dirs=["media", "gt_mask"]))
+    index_path = _export(manifest, tmp_path / "home", n=8)
+    shard = index_path.parent / "test_s-000000.tar"
+    with tarfile.open(shard) as tar:  # the stdlib agrees on names and bytes
+        ref = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    samples = list(read_shards(index_path, "test_s"))
+    ours = {f"{s['__key__']}.{k}": v for s in samples for k, v in s.items() if not k.startswith("__")}
+    assert ours == ref and samples[0]["__key__"] == "k" * 150
+    # cut right after a complete member (no end-of-archive marker): still reported, with the name
+    with tarfile.open(shard) as tar:
+        members = tar.getmembers()
+    cut_at = members[5].offset_data + ((members[5].size + 511) // 512) * 512
+    shard.write_bytes(shard.read_bytes()[:cut_at])
+    with pytest.raises(DataError, match="test_s-000000.tar"):
+        list(read_shards(index_path, "test_s"))
+
+
 def test_missing_source_file_stops_export_without_an_index(tmp_path):
     manifest = make_s4(tmp_path / "tree", clips=2)
     (tmp_path / "tree" / manifest.rows("test")[0]["masks"][2]).unlink()

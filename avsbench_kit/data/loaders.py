@@ -65,7 +65,7 @@ class FolderReader:
 
 
 def decode_frame(data: bytes, source: str, image_size: int | None = None) -> np.ndarray:
-    """Encoded image -> float32 ``[3, H, W]`` RGB in [0, 1] (optionally resized, PIL bilinear)."""
+    """Encoded image -> uint8 ``[H, W, 3]`` RGB (optionally resized to ``image_size``, PIL bilinear)."""
     from PIL import Image
 
     try:
@@ -73,13 +73,23 @@ def decode_frame(data: bytes, source: str, image_size: int | None = None) -> np.
         img = img.convert("RGB")
         if image_size is not None and img.size != (image_size, image_size):
             img = img.resize((image_size, image_size), Image.BILINEAR)
-        arr = np.asarray(img, dtype=np.uint8)
+        return np.asarray(img, dtype=np.uint8)
     except Exception as exc:
         raise DataError(
             f"cannot decode frame {source}: {exc}",
             hint="the image is corrupt or truncated: restore it, or prepare with --skip-bad",
         ) from exc
-    return arr.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
+
+
+def frames_to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
+    """uint8 ``[H, W, 3]`` frames -> float32 ``[T, 3, H, W]`` in [0, 1] (x / 255, like ToTensor).
+
+    Stacking uint8 first and converting once is ~3x cheaper than converting frame by frame.
+    """
+    if not frames:
+        return torch.zeros(0, 3, 0, 0)
+    stacked = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
+    return stacked.to(torch.float32).div_(255.0).contiguous()
 
 
 def decode_row(
@@ -111,10 +121,10 @@ def decode_row(
         shapes = {f.shape for f in frames}
         if len(shapes) > 1:
             raise DataError(
-                f"sample {key}: frames have different sizes {sorted(s[1:] for s in shapes)}",
+                f"sample {key}: frames have different sizes {sorted(s[:2] for s in shapes)}",
                 hint="pass image_size=N to resize every frame to N x N",
             )
-        out["frames"] = torch.from_numpy(np.stack(frames)) if frames else torch.zeros(0, 3, 0, 0)
+        out["frames"] = frames_to_tensor(frames)
     if load_masks:
         masks, _ = stack_gt(row, task, read, source_prefix=source)
         out["masks"] = torch.from_numpy(masks)
