@@ -34,3 +34,22 @@ def ls_datasets(home: Optional[Path] = HomeOption) -> None:
             prepared, samples, fp = "yes", f"{meta['num_samples']:,}", meta["fingerprint_short"]
         table.add_row(name, spec.task, ",".join(spec.splits), prepared, samples, fp, spec.description)
     console.print(table)
+
+
+@app.command("baselines")
+def ls_baselines() -> None:
+    """Registered baselines (ours and plugins'): name, task, paper, config presets."""
+    from rich.table import Table
+
+    from avsbench_kit.plugins import BASELINES, load_plugins
+
+    load_plugins()
+    table = Table(title="baselines", title_justify="left")
+    for col in ("name", "task", "paper", "configs"):
+        table.add_column(col, overflow="fold")
+    for name in BASELINES.names():
+        meta = BASELINES.meta(name)
+        configs = meta.get("configs", ())
+        table.add_row(name, str(meta.get("task", "")), str(meta.get("paper", "")),
+                      ", ".join(configs) if isinstance(configs, (list, tuple)) else str(configs))
+    console.print(table)
