@@ -214,3 +214,31 @@ def test_decoded_masks_survive_the_round_trip_for_every_task(tmp_path):
         shard = next(iter_decoded(index_path, split, audio=None, load_frames=False))
         want = AVSDataset(manifest, split, audio=None, load_frames=False)[0]
         np.testing.assert_array_equal(shard["masks"].numpy(), want["masks"].numpy())
+
+
+# ---- with the official-layout builders ------------------------------------------------------------
+@pytest.mark.parametrize("name", ["avsbench-s4", "avsbench-ms3", "refavs", "avss"])
+def test_builder_manifests_load_and_round_trip_through_shards(tmp_path, name):
+    try:
+        import fake_trees
+    except ImportError:
+        pytest.skip("tests/fake_trees.py (official-layout fake trees) not available")
+    from avsbench_kit.data.prepare import prepare
+
+    make = {"avsbench-s4": fake_trees.make_s4_tree, "avsbench-ms3": fake_trees.make_ms3_tree,
+            "refavs": fake_trees.make_refavs_tree, "avss": fake_trees.make_avss_tree}[name]
+    manifest = prepare(name, make(tmp_path / "tree"), home=tmp_path / "home")
+    index_path = _export(manifest, tmp_path / "home", n=3)
+    assert verify_shards(index_path) == []
+    expected_mask = {"avsbench-s4": torch.float32, "avsbench-ms3": torch.float32,
+                     "refavs": torch.float32, "avss": torch.int64}[name]
+    for split in manifest.split_counts():
+        ds = AVSDataset(manifest, split)
+        shard_items = list(iter_decoded(index_path, split))
+        assert [s["key"] for s in shard_items] == [r["sample_key"] for r in manifest.rows(split)]
+        for i, got in enumerate(shard_items):
+            want = ds[i]
+            assert want["masks"].dtype == expected_mask
+            assert want["masks"].shape[0] == want["frames"].shape[0] == len(want["annotated"])
+            for key in ("frames", "masks", "annotated", "audio"):
+                assert torch.equal(got[key], want[key]), (split, i, key)
