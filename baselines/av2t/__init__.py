@@ -1,0 +1,1 @@
+"""AV2T-SAM (Audio Visual Segmentation Through Text Embeddings) and its CLIP-only probe."""

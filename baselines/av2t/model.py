@@ -1,0 +1,180 @@
+"""AV2T-SAM: audio-visual features mapped into a frozen text-prompt encoder that prompts SAM2.
+
+Per frame t (paper §3, released code ``bok-bok/AV2T-SAM``):
+CLAP a_t, CLIP v_t -> L2-normalise -> Linear to 512 each -> F_av = a' ⊙ v' -> MLP -> 3 pseudo text
+tokens -> frozen text encoder -> output at position 0 -> Linear–ReLU–Linear -> one 256-d sparse
+prompt token of SAM2's mask decoder (dense prompt = no_mask_embed, multimask + best predicted IoU)
+-> mask logits, bilinear to ``output_size``. Optional adapters add Linear–GELU–Linear(F_av) to the
+input of every Hiera block (the image encoder then runs on the fly from frames).
+
+Trainable (as in the code): projector, pseudo-token MLP, EVF projector, the whole SAM2 mask decoder,
+``no_mask_embed``, adapters. Frozen: SAM2 image encoder (and the rest of SAM2), the text encoder.
+Loss: BCE + soft IoU, equal weights, on annotated frames only (S4 train: frame 1 only).
+``prompt_feature=clip`` is the vision-only probe (registered as ``probe-clip-only``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from avsbench_kit.errors import ConfigError, DataError
+from baselines.av2t.heads import (PROMPT_FEATURES, AdapterGenerator, PromptFeature, PseudoTokens,
+                                  text_hidden_fcs)
+from baselines.av2t.text_prompt import build_text_encoder
+from baselines.base import Baseline, check_batch, feature_request, masks_at
+from baselines.common.losses import bce_iou_loss
+from baselines.common.sam2_wrapper import ImageFeatures, SAM2Wrapper, check_image_size
+
+
+def _choice(cfg: dict, key: str, choices: tuple[str, ...]) -> str:
+    value = cfg.get(key)
+    if value not in choices:
+        from avsbench_kit.registry import did_you_mean
+
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}",
+                          hint=did_you_mean(str(value), list(choices)))
+    return value
+
+
+class AV2TSAM(Baseline):
+    """AV2T-SAM on SAM2 (EVF-SAM2 path); see the module docstring."""
+
+    name = "av2t"
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__(cfg)
+        self.name = str(cfg.get("name", "av2t"))  # "probe-clip-only" for the probe entry
+        self.prompt_feature = _choice(cfg, "prompt_feature", PROMPT_FEATURES)
+        self.train_frames = _choice(cfg, "train_frames", ("annotated", "all"))
+        if not isinstance(cfg.get("adapters"), bool):
+            raise ConfigError(f"adapters={cfg.get('adapters')!r} must be true or false",
+                              hint="adapters=true runs the image encoder on frames (slow on CPU)")
+        self.adapters_on = bool(cfg["adapters"])
+        self.multimask = bool(cfg.get("multimask", True))
+        self.needs_frames = self.adapters_on or not cfg["features"].get("sam2")
+        check_image_size(cfg["image_size"])
+        sam_cfg, feats = cfg["sam2"], cfg["features"]
+        self.feature_names = {"audio": feats.get("audio"), "image": feats.get("image"),
+                              "sam2": None if self.adapters_on else feats.get("sam2")}
+        width = int(cfg.get("fused_dim", 512))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(cfg.get("seed", 0)))  # the heads are a function of the config
+            self.sam = SAM2Wrapper(sam_cfg["config"], sam_cfg.get("checkpoint"), cfg["image_size"],
+                                   init_seed=int(sam_cfg.get("init_seed", 0)),
+                                   round_features=sam_cfg.get("round_features"),
+                                   require_checkpoint=bool(sam_cfg.get("require_checkpoint", False)))
+            self.text_encoder = build_text_encoder(cfg["text_encoder"])
+            hidden = self.text_encoder.hidden_size
+            self.fusion = PromptFeature(self.prompt_feature, int(cfg["dims"]["audio"]),
+                                        int(cfg["dims"]["image"]), width)
+            self.pseudo_tokens = PseudoTokens(width, hidden, int(cfg.get("num_pseudo_tokens", 3)))
+            self.text_hidden_fcs = text_hidden_fcs(hidden, self.sam.hidden_dim)
+            self.adapters = AdapterGenerator(width, self.sam.block_dims) if self.adapters_on else None
+        # SAM2: the whole mask decoder and no_mask_embed train; everything else stays frozen
+        for p in self.sam.mask_decoder.parameters():
+            p.requires_grad_(True)
+        self.sam.prompt_encoder.no_mask_embed.weight.requires_grad_(True)
+
+    # ---- contract ----------------------------------------------------------------------------
+    def feature_requests(self) -> list:
+        feats = self.cfg["features"]
+        out = []
+        if self.fusion.uses_audio:
+            out.append(feature_request(feats["audio"], feats.get("audio_overrides") or ()))
+        if self.fusion.uses_image:
+            out.append(feature_request(feats["image"], feats.get("image_overrides") or ()))
+        if self.feature_names["sam2"]:
+            out.append(feature_request(self.feature_names["sam2"], self.sam2_overrides()))
+        return out
+
+    def sam2_overrides(self) -> tuple[str, ...]:
+        """The ``sam2_image`` cache must come from the same SAM2 at the same size as this model."""
+        sam_cfg = self.cfg["sam2"]
+        out = [f"config={sam_cfg['config']}", f"image_size={self.cfg['image_size']}"]
+        if sam_cfg.get("checkpoint"):
+            out.append(f"checkpoint={sam_cfg['checkpoint']}")
+        return tuple(out) + tuple(self.cfg["features"].get("sam2_overrides") or ())
+
+    def train(self, mode: bool = True) -> "AV2TSAM":
+        super().train(mode)
+        self.sam.image_encoder.eval()  # frozen parts never switch to training behaviour
+        self.text_encoder.eval()
+        return self
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        annotated = batch["annotated"].bool()
+        b, t = annotated.shape
+        if self.training and self.train_frames == "annotated":
+            rows, cols = annotated.nonzero(as_tuple=True)
+        else:
+            rows, cols = torch.meshgrid(torch.arange(b), torch.arange(t), indexing="ij")
+            rows, cols = rows.reshape(-1), cols.reshape(-1)
+        h, w = self.output_size
+        device = self.sam.prompt_encoder.no_mask_embed.weight.device
+        logits = torch.zeros(b, t, h, w, device=device)
+        if rows.numel() == 0:  # a training batch without annotated frames
+            return logits
+        fused = self.fused_feature(batch, rows, cols)
+        tokens = self.pseudo_tokens(fused)
+        prompt = self.text_hidden_fcs(self.text_encoder(tokens)).unsqueeze(1)  # [N,1,256]
+        feats = self.image_features(batch, rows, cols, fused)
+        out = self.sam.decode(feats, prompt, multimask=self.multimask, output_size=(h, w))
+        logits = logits.index_put((rows, cols), out.masks)
+        return logits
+
+    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        annotated = batch["annotated"].bool()
+        if not annotated.any():  # nothing to learn from; keep backward() valid
+            return logits.sum() * 0.0 if logits.requires_grad else \
+                torch.zeros((), device=logits.device, requires_grad=True)
+        target = masks_at(batch["masks"].to(logits.device), tuple(logits.shape[-2:]))
+        lcfg = self.cfg.get("loss", {})
+        return bce_iou_loss(logits[annotated], target[annotated],
+                            float(lcfg.get("bce_weight", 1.0)), float(lcfg.get("iou_weight", 1.0)))
+
+    # ---- pieces ------------------------------------------------------------------------------
+    def fused_feature(self, batch: dict, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """F_av (or the single-modality feature) of the selected (clip, frame) pairs: [N, 512]."""
+        needed = [n for n, used in ((self.feature_names["audio"], self.fusion.uses_audio),
+                                    (self.feature_names["image"], self.fusion.uses_image)) if used]
+        check_batch(batch, needed)
+        feats = batch["features"]
+        audio = self._per_frame(feats, self.feature_names["audio"], "audio", rows, cols) \
+            if self.fusion.uses_audio else None
+        image = self._per_frame(feats, self.feature_names["image"], "image", rows, cols) \
+            if self.fusion.uses_image else None
+        return self.fusion(audio, image)
+
+    def _per_frame(self, feats: dict, name: str, kind: str, rows: torch.Tensor,
+                   cols: torch.Tensor) -> torch.Tensor:
+        x = feats[name]
+        dim = int(self.cfg["dims"][kind])
+        if x.dim() == 4:  # per-channel audio [B,T,2,D]: the paper flattens channels into one clip
+            raise DataError(f"feature {name!r} is per channel {tuple(x.shape)}; AV2T-SAM expects one "
+                            "vector per second", hint=f"extract {name} without the per-channel option")
+        if x.dim() != 3 or x.shape[-1] != dim:
+            raise ConfigError(f"feature {name!r} has shape {tuple(x.shape)}, expected [B, T, {dim}]",
+                              hint=f"set dims.{kind}={x.shape[-1]} to match the {name} cache")
+        return x[rows, cols]
+
+    def image_features(self, batch: dict, rows: torch.Tensor, cols: torch.Tensor,
+                       fused: torch.Tensor) -> ImageFeatures:
+        """SAM2 features of the selected frames: on the fly with adapters, else from the cache
+        (or from frames when no cache is configured)."""
+        name = self.feature_names["sam2"]
+        if name and name in batch.get("features", {}):
+            levels = {k: v[rows, cols] for k, v in batch["features"][name].items()}
+            return self.sam.from_cache(levels)
+        if "frames" not in batch:
+            need = f"the {name!r} cache" if name else "raw frames"
+            raise DataError(f"batch {batch.get('key', [])[:2]}... has neither {need} nor frames",
+                            hint="build batches with the baseline's feature_requests() and "
+                                 "with_frames=baseline.needs_frames")
+        images = self.sam.preprocess(batch["frames"][rows, cols])
+        if self.adapters is not None:
+            return self.sam.features(images, self.adapters(fused))
+        with torch.no_grad():
+            return self.sam.features(images)

@@ -1,0 +1,221 @@
+"""AV2T-SAM (and its CLIP-only probe): shapes, loss, ablation switches, trainable split."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from avsbench_kit.errors import ConfigError, DataError
+from baselines.av2t.heads import AdapterGenerator, PromptFeature, PseudoTokens, text_hidden_fcs
+from baselines.av2t.model import AV2TSAM
+from baselines.av2t.text_prompt import build_text_encoder
+from baselines.common.sam2_wrapper import hiera_block_dims
+from baselines.configs import load_config
+
+B, T, A_DIM, V_DIM = 2, 3, 32, 24
+SMALL = ["text_encoder.kind=transformer", "text_encoder.hidden=64", "text_encoder.layers=1",
+         "image_size=128", "output_size=64", f"dims.audio={A_DIM}", f"dims.image={V_DIM}"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors on a shared 2-core box: one thread avoids oversubscription stalls."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def build(*overrides: str, name: str = "av2t") -> AV2TSAM:
+    return AV2TSAM.from_config(load_config(name, "cpu-small", SMALL + list(overrides)))
+
+
+@pytest.fixture(scope="module")
+def model() -> AV2TSAM:
+    return build()
+
+
+@pytest.fixture(scope="module")
+def batch(model: AV2TSAM) -> dict:
+    g = torch.Generator().manual_seed(0)
+    frames = torch.rand(B, T, 3, 96, 96, generator=g)
+    with torch.no_grad():
+        feats = model.sam.features(model.sam.preprocess(frames.flatten(0, 1)))
+    cache = {k: v.float().unflatten(0, (B, T)) for k, v in feats.to_cache().items()}
+    yy, xx = torch.meshgrid(torch.arange(80), torch.arange(80), indexing="ij")
+    masks = torch.stack([torch.stack([((yy - 20 - 10 * t - 15 * b) ** 2 + (xx - 40) ** 2 < 300).float()
+                                      for t in range(T)]) for b in range(B)])
+    return {"key": ["clip_a", "clip_b"], "masks": masks,
+            "annotated": torch.tensor([[True, False, False], [True, True, True]]),
+            "features": {"clap": torch.randn(B, T, A_DIM, generator=g),
+                         "clip": torch.randn(B, T, V_DIM, generator=g), "sam2_image": cache},
+            "frames": frames}
+
+
+def without(batch: dict, *names: str) -> dict:
+    out = {**batch, "features": {k: v for k, v in batch["features"].items() if k not in names}}
+    return out
+
+
+def test_forward_shapes_and_annotated_only_training(model: AV2TSAM, batch: dict) -> None:
+    model.eval()
+    with torch.no_grad():
+        logits = model(batch)
+    assert logits.shape == (B, T, 64, 64) and logits.dtype == torch.float32
+    assert torch.isfinite(logits).all() and (logits != 0).flatten(2).any(-1).all()
+    model.train()
+    train_logits = model(batch)
+    ann = batch["annotated"]
+    assert (train_logits[~ann] == 0).all()  # S4: only the annotated frame is run
+    assert torch.allclose(train_logits[ann], logits[ann], atol=1e-5)  # heads have no dropout
+    loss = model.loss(train_logits, batch)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    model.eval()
+
+
+def test_loss_uses_annotated_frames_only(model: AV2TSAM, batch: dict) -> None:
+    with torch.no_grad():
+        logits = model(batch)
+        flipped = {**batch, "masks": batch["masks"].clone()}
+        flipped["masks"][0, 1:] = 1 - flipped["masks"][0, 1:]  # frames 2-3 of clip a: unannotated
+        assert torch.equal(model.loss(logits, batch), model.loss(logits, flipped))
+        flipped["masks"][0, 0] = 1 - flipped["masks"][0, 0]
+        assert not torch.equal(model.loss(logits, batch), model.loss(logits, flipped))
+
+
+def test_loss_decreases_when_overfitting_one_batch(batch: dict) -> None:
+    m = build("seed=1")
+    m.train()
+    opt = torch.optim.AdamW(m.trainable_parameters(), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        opt.zero_grad()
+        loss = m.loss(m(batch), batch)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < 0.9 * losses[0], losses
+    assert sum(losses[4:]) < sum(losses[:4]), losses
+
+
+def test_clip_only_probe_ignores_audio_and_full_model_does_not(model: AV2TSAM, batch: dict) -> None:
+    probe = build(name="probe-clip-only")
+    assert probe.name == "probe-clip-only" and probe.prompt_feature == "clip"
+    assert [r.encoder for r in probe.feature_requests()] == ["clip", "sam2_image"]
+    other_audio = {**batch, "features": {**batch["features"], "clap": -batch["features"]["clap"]}}
+    with torch.no_grad():
+        p = probe(batch)
+        assert torch.equal(p, probe(other_audio))
+        assert torch.equal(p, probe(without(batch, "clap")))  # it never reads audio at all
+        full_a, full_b = model(batch), model(other_audio)
+    assert (full_a - full_b).abs().max() > 1e-4
+    with pytest.raises(DataError, match="clap"):
+        model(without(batch, "clap"))
+
+
+def test_clap_only_ablation_ignores_image_features(batch: dict) -> None:
+    m = build("prompt_feature=clap")
+    other = {**batch, "features": {**batch["features"], "clip": torch.zeros(B, T, V_DIM)}}
+    with torch.no_grad():
+        assert torch.equal(m(batch), m(other))
+    assert [r.encoder for r in m.feature_requests()] == ["clap", "sam2_image"]
+
+
+def _numel(*modules) -> int:
+    return sum(p.numel() for mod in modules for p in mod.parameters())
+
+
+def test_trainable_split_follows_the_paper(model: AV2TSAM) -> None:
+    trainable = {id(p) for p in model.trainable_parameters()}
+    assert not any(id(p) in trainable for p in model.sam.image_encoder.parameters())
+    assert not any(id(p) in trainable for p in model.text_encoder.parameters())
+    assert not any(id(p) in trainable for p in model.sam.model.memory_attention.parameters())
+    assert all(id(p) in trainable for p in model.sam.mask_decoder.parameters())
+    assert id(model.sam.prompt_encoder.no_mask_embed.weight) in trainable
+    expected = _numel(model.fusion, model.pseudo_tokens, model.text_hidden_fcs,
+                      model.sam.mask_decoder, model.sam.prompt_encoder.no_mask_embed)
+    assert model.parameter_counts()["trainable"] == expected
+    assert sum(p.numel() for p in model.trainable_parameters()) == expected
+
+
+def test_adapters_add_per_block_heads_and_get_gradients(batch: dict) -> None:
+    m = build("adapters=true")
+    assert m.needs_frames and [r.encoder for r in m.feature_requests()] == ["clap", "clip"]
+    width, dims = 512, m.sam.block_dims
+    expected = sum(width * width + width + width * c + c for c in dims)
+    assert _numel(m.adapters) == expected
+    base = build()
+    assert m.parameter_counts()["trainable"] == base.parameter_counts()["trainable"] + expected
+    m.train()
+    small = {**without(batch, "sam2_image"), "annotated": torch.tensor([[True, False, False],
+                                                                         [False, False, False]])}
+    m.loss(m(small), small).backward()
+    grads = [p.grad for p in m.adapters.parameters()]
+    assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+    assert all(p.grad is None for p in m.sam.image_encoder.parameters())
+
+
+def test_cached_features_and_frames_give_identical_logits(model: AV2TSAM, batch: dict) -> None:
+    with torch.no_grad():
+        cached = model({k: v for k, v in batch.items() if k != "frames"})
+        from_frames = model(without(batch, "sam2_image"))
+    assert torch.equal(cached, from_frames)
+
+
+def test_paper_sized_heads_match_the_released_code_counts() -> None:
+    # counts of the released code per the method note: projector 2.63 M (incl. the pseudo-token
+    # MLP), EVF text_hidden_fcs 1.31 M, SAM2 adapter generator 26.1 M (Hiera-L)
+    projector = _numel(PromptFeature("clip_x_clap", 1024, 512, 512), PseudoTokens(512, 1024, 3))
+    assert round(projector / 1e6, 2) == 2.63
+    assert round(_numel(text_hidden_fcs(1024, 256)) / 1e6, 2) == 1.31
+    adapters = AdapterGenerator(512, hiera_block_dims(144, (2, 6, 36, 4)))
+    assert round(_numel(adapters) / 1e6, 1) == 26.1
+
+
+def test_config_errors_are_one_line_user_errors(batch: dict) -> None:
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        build("image_size=100")
+    with pytest.raises(ConfigError, match="prompt_feature"):
+        build("prompt_feature=clip_x_vggish")
+    with pytest.raises(ConfigError, match="needs pretrained SAM2 weights"):
+        AV2TSAM.from_config(load_config("av2t", "paper"))
+    m = build(f"dims.image={V_DIM + 1}")
+    with pytest.raises(ConfigError, match="clip") as err:
+        with torch.no_grad():
+            m(batch)
+    assert f"dims.image={V_DIM}" in err.value.hint
+
+
+def test_feature_requests_pin_the_sam2_cache_to_the_model(model: AV2TSAM) -> None:
+    reqs = {r.encoder: r for r in model.feature_requests()}
+    assert set(reqs) == {"clap", "clip", "sam2_image"}
+    assert {"config=sam2.1_hiera_t", "image_size=128"} <= set(reqs["sam2_image"].overrides)
+    m = build("features.sam2=null")
+    assert m.needs_frames and "sam2_image" not in [r.encoder for r in m.feature_requests()]
+
+
+def test_text_encoders() -> None:
+    minilm = build_text_encoder({"kind": "minilm"})
+    assert minilm.hidden_size == 384 and not any(p.requires_grad for p in minilm.parameters())
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 3, 384, generator=g), torch.randn(2, 3, 384, generator=g)
+    with torch.no_grad():
+        minilm.train()  # stays in eval: deterministic
+        assert not minilm.training
+        out_a = minilm(a)
+        assert out_a.shape == (2, 384) and torch.equal(out_a, minilm(a))
+        assert (out_a - minilm(b)).abs().max() > 1e-3
+    rand = build_text_encoder({"kind": "transformer", "hidden": 32, "layers": 1, "heads": 4, "seed": 3})
+    same = build_text_encoder({"kind": "transformer", "hidden": 32, "layers": 1, "heads": 4, "seed": 3})
+    x = torch.randn(2, 3, 32, generator=g)
+    with torch.no_grad():
+        assert torch.equal(rand(x), same(x))  # random init is a function of the seed
+    with pytest.raises(ConfigError, match="beit3") as err:
+        build_text_encoder({"kind": "beit3", "checkpoint": None})
+    assert "torchscale" in str(err.value) + err.value.hint
+    assert "minilm" in err.value.hint
+    with pytest.raises(ConfigError, match="unknown text_encoder.kind"):
+        build_text_encoder({"kind": "bert"})
