@@ -75,12 +75,20 @@ def export_hf(manifest: Manifest, out_dir: str | Path) -> Path:
         info = datasets.DatasetInfo(description=description, dataset_name=manifest.dataset, features=features)
         parts[split] = datasets.Dataset.from_dict(columns, info=info, split=split)
     ddict = datasets.DatasetDict(parts)
+    from avsbench_kit.data.shards import shared_mode
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     old: Path | None = None
     try:
-        ddict.save_to_disk(str(tmp))
+        tmp.chmod(shared_mode(directory=True))  # mkdtemp gives 0700
+        bars_on = datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()  # one "Saving the dataset" bar per split is noise in the CLI
+        try:
+            ddict.save_to_disk(str(tmp))
+        finally:
+            if bars_on:
+                datasets.enable_progress_bars()
         if out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
             os.rmdir(old)

@@ -12,7 +12,6 @@ evaluation resolution, decoded by :mod:`avsbench_kit.data.masks` (never resized 
 from __future__ import annotations
 
 import io
-from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 import numpy as np
@@ -21,11 +20,13 @@ from torch.utils.data import Dataset
 
 from avsbench_kit.data.audio import log_mel_from_bytes, read_wav_bytes
 from avsbench_kit.data.manifest import Manifest
-from avsbench_kit.data.masks import TASKS, stack_gt
+from avsbench_kit.data.masks import TASKS, FolderReader, check_rel, stack_gt
 from avsbench_kit.errors import ConfigError, DataError
 
 Reader = Callable[[str], bytes]
 AUDIO_MODES = (None, "wav", "log_mel")
+__all__ = ["AVSDataset", "FolderReader", "check_rel", "collate", "decode_frame", "decode_row",
+           "frames_to_tensor", "task_of"]
 
 
 def task_of(dataset: str) -> str:
@@ -33,35 +34,6 @@ def task_of(dataset: str) -> str:
     from avsbench_kit.data.datasets import DATASETS
 
     return DATASETS.get(dataset).task
-
-
-def check_rel(rel: str, source: str) -> str:
-    """Refuse manifest paths that leave the dataset root (absolute or with ``..``)."""
-    p = PurePosixPath(rel)
-    if not rel or p.is_absolute() or ".." in p.parts:
-        raise DataError(
-            f"manifest path {rel!r} of {source} is not inside the dataset root",
-            hint="manifests hold paths relative to the root only: re-run `avskit prepare`",
-        )
-    return rel
-
-
-class FolderReader:
-    """``read(rel) -> bytes`` over a dataset root (picklable, for DataLoader workers)."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-
-    def __call__(self, rel: str) -> bytes:
-        check_rel(rel, str(self.root))
-        path = self.root / rel
-        try:
-            return path.read_bytes()
-        except OSError as exc:
-            raise DataError(
-                f"cannot read {path}: {exc.strerror or exc}",
-                hint="the manifest points at a file that is gone: restore it or re-run `avskit prepare`",
-            ) from exc
 
 
 def decode_frame(data: bytes, source: str, image_size: int | None = None) -> np.ndarray:

@@ -205,18 +205,37 @@ def stack_gt(row: dict[str, Any], task: str, read, source_prefix: str = "") -> t
     return out.astype(dtype, copy=False), np.asarray(row["annotated"], dtype=bool)
 
 
-def sample_gt(row: dict[str, Any], root: str | Path, task: str) -> tuple[np.ndarray, np.ndarray]:
-    """All GT masks of a manifest row (zeros where no GT file) and its annotated flags ``[T]``."""
-    root = Path(root)
+def check_rel(rel: str, source: str) -> str:
+    """Refuse manifest paths that leave the dataset root (absolute or with ``..``)."""
+    from pathlib import PurePosixPath
 
-    def read(rel: str) -> bytes:
-        path = root / rel
+    p = PurePosixPath(rel)
+    if not rel or p.is_absolute() or ".." in p.parts:
+        raise DataError(
+            f"manifest path {rel!r} of {source} is not inside the dataset root",
+            hint="manifests hold paths relative to the root only: re-run `avskit prepare`",
+        )
+    return rel
+
+
+class FolderReader:
+    """``read(rel) -> bytes`` over a dataset root; picklable (DataLoader workers), torch-free."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def __call__(self, rel: str) -> bytes:
+        check_rel(rel, str(self.root))
+        path = self.root / rel
         try:
             return path.read_bytes()
         except OSError as exc:
             raise DataError(
                 f"cannot read {path}: {exc.strerror or exc}",
-                hint="the manifest points at a file that is gone: re-run `avskit prepare`",
+                hint="the manifest points at a file that is gone: restore it or re-run `avskit prepare`",
             ) from exc
 
-    return stack_gt(row, task, read, source_prefix=str(root) + "/")
+
+def sample_gt(row: dict[str, Any], root: str | Path, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """All GT masks of a manifest row (zeros where no GT file) and its annotated flags ``[T]``."""
+    return stack_gt(row, task, FolderReader(root), source_prefix=str(Path(root)) + "/")
