@@ -3,8 +3,7 @@
 Builds a Ref-AVS-like tree (official layout: metadata.csv, media/<folder>/{frames/k.jpg,
 audio.wav}, gt_mask/<folder>/fid_<fid>/0000k.png) in a temp dir, then in one run:
 
-1. prepare: the registered `refavs` builder + validation + manifest save (if the builder is not
-   importable yet, the rows are built here and only build_manifest + save are timed — printed);
+1. prepare: the registered `refavs` builder + validation + manifest save;
 2. shard export throughput;
 3. reading every sample back, decoded identically (`decode_row`: frames -> float tensors, GT by
    the official Ref-AVS rule, WAV -> float32) from the folder tree (AVSDataset) and from the
@@ -71,28 +70,6 @@ def build_tree(root: Path, clips: int, samples: int, frame_size: tuple[int, int]
         writer.writerows(rows)
 
 
-def fallback_manifest(root: Path, home: Path):
-    """build_manifest on rows made here (used only while data/refavs.py is not available)."""
-    from avsbench_kit.data.datasets import DATASETS
-    from avsbench_kit.data.manifest import ManifestBuild, build_manifest
-
-    out = []
-    with open(root / "metadata.csv", newline="") as fh:
-        for i, r in enumerate(csv.DictReader(fh)):
-            folder = r["uid"].rsplit("_", 2)[0]
-            out.append(dict(
-                sample_key=f"r{i:06d}", split=r["split"], clip=folder, category=r["uid"].rsplit("_", 2)[1],
-                text=r["exp"], is_null=folder.startswith("null_"), fid=int(r["fid"]), row=i, num_frames=10,
-                frames=[f"media/{folder}/frames/{k}.jpg" for k in range(10)],
-                masks=[f"gt_mask/{folder}/fid_{r['fid']}/0000{k}.png" for k in range(10)],
-                annotated=[True] * 10, audio=f"media/{folder}/audio.wav",
-            ))
-    build = ManifestBuild(rows=out, media_dirs=["media", "gt_mask"], metadata_files=["metadata.csv"])
-    manifest = build_manifest("refavs", root, build)
-    manifest.save(DATASETS.get("refavs").prepared_dir(home))
-    return manifest
-
-
 def timed(fn):
     t0 = time.perf_counter()
     out = fn()
@@ -131,14 +108,8 @@ def main() -> None:
         root, home = Path(tmp) / "REFAVS", Path(tmp) / "home"
         root.mkdir()
         t_build, _ = timed(lambda: build_tree(root, args.clips, args.samples, (w, h), args.audio_seconds, args.seed))
-        try:
-            import avsbench_kit.data.refavs  # noqa: F401
-
-            prepare_mode = "prepare('refavs') with the registered builder"
-            t_prep, manifest = timed(lambda: prepare("refavs", root, home=home))
-        except ImportError:
-            prepare_mode = "FALLBACK build_manifest + save (data/refavs.py not available)"
-            t_prep, manifest = timed(lambda: fallback_manifest(root, home))
+        prepare_mode = "prepare('refavs'): registered builder + validation + manifest save"
+        t_prep, manifest = timed(lambda: prepare("refavs", root, home=home))
         n = len(manifest.df)
         splits = sorted(manifest.df["split"].unique())
         t_shards, index_path = timed(lambda: export_shards(manifest, home=home,
