@@ -56,7 +56,7 @@ def decode_frame(data: bytes, source: str, image_size: int | None = None) -> np.
 def frames_to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
     """uint8 ``[H, W, 3]`` frames -> float32 ``[T, 3, H, W]`` in [0, 1] (x / 255, like ToTensor).
 
-    Stacking uint8 first and converting once is ~3x cheaper than converting frame by frame.
+    Stacks the uint8 frames first and converts once (one float buffer instead of T + a copy).
     """
     if not frames:
         return torch.zeros(0, 3, 0, 0)
