@@ -53,3 +53,19 @@ def ls_baselines() -> None:
         table.add_row(name, str(meta.get("task", "")), str(meta.get("paper", "")),
                       ", ".join(configs) if isinstance(configs, (list, tuple)) else str(configs))
     console.print(table)
+
+
+@app.command("encoders")
+def ls_encoders() -> None:
+    """Registered frozen encoders: modality, cache key, output shape (default preset), weights source."""
+    from rich.table import Table
+
+    from avsbench_kit.features.base import ENCODERS, build_encoder
+
+    table = Table(title="encoders", title_justify="left")
+    for col in ("name", "modality", "keyed by", "output (default preset)", "weights"):
+        table.add_column(col, overflow="fold")
+    for name in ENCODERS.names():
+        enc = build_encoder(name)
+        table.add_row(name, enc.modality, enc.key_by, enc.describe_shape(), enc.weights_source())
+    console.print(table)

@@ -9,6 +9,7 @@ import typer
 
 from avsbench_kit import __version__
 from avsbench_kit.cli import ls as ls_cli
+from avsbench_kit.cli import features as features_cli
 from avsbench_kit.cli import prepare as prepare_cli
 from avsbench_kit.cli import leaderboard as leaderboard_cli
 from avsbench_kit.cli import regress as regress_cli
@@ -45,6 +46,7 @@ def version() -> None:
 
 
 app.add_typer(ls_cli.app, name="ls")
+app.add_typer(features_cli.app, name="features")
 prepare_cli.register(app)
 app.add_typer(runs_cli.app, name="runs")
 leaderboard_cli.register(app)

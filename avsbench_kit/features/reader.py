@@ -1,0 +1,257 @@
+"""Training/evaluation batches from a manifest joined with feature caches by sample key.
+
+Contract (shared with the baselines and the trainer)::
+
+    {"key": [sample keys], "masks": float32 [B, T, H, W], "annotated": bool [B, T],
+     "features": {name: tensor, ...}, "frames": float32 [B, T, 3, H, W] (optional)}
+
+Per-frame encoders give ``[B, T, ...]``; text encoders ``[B, L, D]`` plus ``name_mask`` ``[B, L]``
+(and ``name_pooled`` ``[B, D]`` when the encoder has one); ``sam2_image`` a dict
+``{level: float32 [B, T, C, h, w]}`` (float16 on disk). Clips of different lengths in one batch
+are zero-padded in time with ``annotated`` False.
+
+Every cache is checked before use: its index must name this manifest's fingerprint and the
+requested encoder's fingerprint, and every shard's bytes are hashed when they are read. A missing
+cache raises :class:`NotPreparedError` whose hint is the exact extract command.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from avsbench_kit.errors import ConfigError, DataError, NotPreparedError
+from avsbench_kit.features.base import Encoder, FeatureRequest, build_encoder
+from avsbench_kit.features.cache import FeatureCache, cache_root, extract_command, find_caches, unit_key
+from avsbench_kit.hashing import short
+
+
+class CacheView:
+    """One request's cache restricted to one split: key -> shard, and a small LRU of decoded shards."""
+
+    def __init__(self, manifest: Any, split: str, request: FeatureRequest, root: Path,
+                 home: str | Path | None, cache: str | Path | None, capacity: int = 8) -> None:
+        from avsbench_kit.features.extract import open_cache
+
+        self.label = request.label
+        self.encoder: Encoder = build_encoder(request.encoder, request.overrides)
+        self.cache: FeatureCache = open_cache(manifest, self.encoder, root)
+        command = extract_command(request.encoder, manifest.dataset, split, request.overrides,
+                                  _s(home), _s(cache))
+        if not self.cache.exists():
+            raise missing_cache_error(manifest, self.encoder, split, root, command)
+        index = self.cache.index()
+        for what, expected in (("manifest_fingerprint", manifest.fingerprint),
+                               ("encoder_fingerprint", self.encoder.fingerprint())):
+            if index.get(what) != expected:
+                raise DataError(
+                    f"feature cache {self.cache.path} was made from {what.split('_')[0]} "
+                    f"{short(str(index.get(what)))}, not {short(expected)}: refusing to mix them",
+                    hint=f"move it away and re-extract: {command}",
+                )
+        info = index["splits"].get(split)
+        if info is None or not info["complete"]:
+            done = f"{info['complete_shards']}/{len(info['shards'])} shards" if info else "no shards"
+            raise NotPreparedError(
+                f"feature cache {self.cache.path} is incomplete for split {split!r} ({done})",
+                hint=f"run (it resumes where it stopped): {command}",
+            )
+        self.key_by = index["key_by"]
+        self.fields: dict[str, dict[str, Any]] = index["fields"]
+        self.shard_of: dict[str, str] = {}
+        self.sha: dict[str, str] = {}
+        size = units = 0
+        for entry in index["shards"]:
+            if entry["split"] != split:
+                continue
+            self.sha[entry["name"]] = entry["sha256"]
+            size += entry["bytes"]
+            units += entry["count"]
+            for key in entry["keys"]:
+                self.shard_of[key] = entry["name"]
+        self.bytes_per_unit = size / max(units, 1)
+        self.capacity = capacity
+        self._lru: OrderedDict[str, dict[str, dict[str, Any]]] = OrderedDict()
+
+    def key(self, row: dict[str, Any]) -> str:
+        return unit_key(row["clip"] if self.key_by == "clip" else row["sample_key"])
+
+    def shard(self, row: dict[str, Any]) -> str:
+        key = self.key(row)
+        try:
+            return self.shard_of[key]
+        except KeyError:
+            raise DataError(f"feature cache {self.cache.path} has no entry for {key!r} (sample {row['sample_key']})",
+                            hint="the cache does not match this manifest: re-extract it") from None
+
+    def get(self, row: dict[str, Any]) -> dict[str, Any]:
+        name = self.shard(row)
+        if name in self._lru:
+            self._lru.move_to_end(name)
+        else:
+            self._lru[name] = self.cache.read_shard(name, self.sha[name])
+            while len(self._lru) > self.capacity:
+                self._lru.popitem(last=False)
+        return self._lru[name][self.key(row)]
+
+
+def _s(value: str | Path | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def missing_cache_error(manifest: Any, enc: Encoder, split: str, root: Path, command: str) -> NotPreparedError:
+    """NotPreparedError naming caches of the same encoder that exist but cannot be used."""
+    others = []
+    for fc in find_caches(Path(root)):
+        try:
+            h = fc.header
+        except DataError:
+            continue
+        if h.get("dataset") != manifest.dataset or h.get("encoder") != enc.registry_name:
+            continue
+        if h["manifest_fingerprint"] != manifest.fingerprint:
+            others.append(f"{fc.path.name} was made from another manifest ({short(h['manifest_fingerprint'])}, "
+                          f"this one is {short(manifest.fingerprint)})")
+        else:
+            others.append(f"{fc.path.name} was made with another encoder version or preprocessing")
+    note = ("; not used: " + "; ".join(others[:3])) if others else ""
+    return NotPreparedError(
+        f"no {enc.registry_name} feature cache for {manifest.dataset} (manifest {short(manifest.fingerprint)}, "
+        f"encoder {short(enc.fingerprint())}){note}",
+        hint=f"run: {command}",
+    )
+
+
+def _stack(arrays: list[np.ndarray], what: str) -> np.ndarray:
+    """Stack equal shapes; zero-pad the leading (time) axis when only it differs."""
+    first = arrays[0].shape
+    if all(a.shape == first for a in arrays):
+        return np.stack(arrays)
+    if any(a.ndim != len(first) or a.shape[1:] != first[1:] for a in arrays):
+        raise DataError(f"{what}: shapes {sorted({a.shape for a in arrays})} cannot be batched",
+                        hint="resize frames with image_size=N, or use batch_size=1")
+    length = max(a.shape[0] for a in arrays)
+    out = np.zeros((len(arrays), length) + first[1:], dtype=arrays[0].dtype)
+    for i, a in enumerate(arrays):
+        out[i, : a.shape[0]] = a
+    return out
+
+
+def _tensor(array: np.ndarray) -> Any:
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(array))
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16, torch.float64) else t
+
+
+def train_order(n: int, views: list[CacheView], rows: list[dict[str, Any]], seed: int, epoch: int,
+                window: int) -> list[int]:
+    """A seeded shuffle that reads shards locally: shuffle the order of the biggest cache's shards,
+    then shuffle samples within windows of ``window`` consecutive shards."""
+    rng = np.random.default_rng([int(seed), int(epoch)])
+    if not views:
+        return rng.permutation(n).tolist()
+    primary = max(views, key=lambda v: v.bytes_per_unit)
+    groups: OrderedDict[str, list[int]] = OrderedDict()
+    for i, row in enumerate(rows):
+        groups.setdefault(primary.shard(row), []).append(i)
+    names = list(groups)
+    order: list[int] = []
+    shuffled = [names[j] for j in rng.permutation(len(names))]
+    for start in range(0, len(shuffled), window):
+        chunk = [i for name in shuffled[start:start + window] for i in groups[name]]
+        order.extend(chunk[j] for j in rng.permutation(len(chunk)))
+    return order
+
+
+def feature_batches(
+    manifest: Any,
+    split: str,
+    requests: list[FeatureRequest],
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    home: str | Path | None = None,
+    with_frames: bool = False,
+    with_masks: bool = True,
+    cache: str | Path | None = None,
+    image_size: int | None = None,
+    resampled: bool = False,
+    epoch: int = 0,
+    drop_last: bool = False,
+    shuffle_window: int = 4,
+) -> Iterator[dict[str, Any]]:
+    """Batches of one split (see the module docstring for the dict).
+
+    ``shuffle=False``: every sample exactly once, in manifest order (evaluation). ``shuffle=True``:
+    a seeded shuffle (by ``seed`` and ``epoch``); ``resampled=True`` repeats forever with a new
+    shuffle per epoch. All caches are opened and checked before the first batch.
+    """
+    import torch
+
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size} must be >= 1")
+    labels = [r.label for r in requests]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"two feature requests for the same encoder: {labels}",
+                          hint="a batch holds one cache per encoder name")
+    rows = manifest.rows(split)
+    root = cache_root(home, cache)
+    capacity = max(8, shuffle_window + 2)
+    views = [CacheView(manifest, split, r, root, home, cache, capacity) for r in requests]
+    dataset = None
+    if with_frames or with_masks:
+        from avsbench_kit.data.loaders import AVSDataset
+
+        dataset = AVSDataset(manifest, split, load_frames=with_frames, load_masks=with_masks, audio=None,
+                             image_size=image_size)
+    current = epoch
+    while True:
+        order = train_order(len(rows), views, rows, seed, current, shuffle_window) if shuffle else list(range(len(rows)))
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            if drop_last and len(idx) < batch_size:
+                break
+            yield _batch([rows[i] for i in idx], idx, views, dataset, with_frames, with_masks, torch)
+        if not (shuffle and resampled):
+            return
+        current += 1
+
+
+def _batch(rows: list[dict[str, Any]], idx: list[int], views: list[CacheView], dataset: Any,
+           with_frames: bool, with_masks: bool, torch: Any) -> dict[str, Any]:
+    batch: dict[str, Any] = {"key": [r["sample_key"] for r in rows]}
+    annotated = [np.asarray(r["annotated"], dtype=bool) for r in rows]
+    if dataset is not None:
+        items = [dataset[i] for i in idx]
+        if with_masks:
+            batch["masks"] = _tensor(_stack([np.asarray(it["masks"], dtype=np.float32) for it in items], "masks"))
+        if with_frames:
+            batch["frames"] = _tensor(_stack([np.asarray(it["frames"], dtype=np.float32) for it in items], "frames"))
+    batch["annotated"] = torch.from_numpy(_stack(annotated, "annotated"))
+    features: dict[str, Any] = {}
+    for view in views:
+        entries = [view.get(r) for r in rows]
+        for name, spec in view.fields.items():
+            tensor = _tensor(_stack([e[name] for e in entries], f"{view.label}.{name}"))
+            role = spec["role"]
+            if role == "primary":
+                features[view.label] = tensor
+            elif role == "level":
+                features.setdefault(view.label, {})[name] = tensor
+            else:
+                features[f"{view.label}_{role}"] = tensor
+    batch["features"] = features
+    return batch
+
+
+def ensure_caches(manifest: Any, requests: list[FeatureRequest], home: str | Path | None = None, *,
+                  cache: str | Path | None = None, progress: bool = True) -> list[Any]:
+    """Build (or resume, or repair) every requested cache over all splits; returns the summaries."""
+    from avsbench_kit.features.extract import extract
+
+    return [extract(manifest, r.encoder, r.overrides, home=home, cache=cache, progress=progress) for r in requests]
