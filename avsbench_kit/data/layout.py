@@ -342,6 +342,7 @@ class KeyMaker:
         """(key, reason-or-None): the reason names the line that already used this key."""
         key = name.replace(".", "_").replace("/", "_")
         if key in self._seen:
-            return key, f"line {line}: sample key {key!r} (from {name!r}) already used on line {self._seen[key]}"
+            origin = f" (from {name!r})" if key != name else ""
+            return key, f"line {line}: sample key {key!r}{origin} already used on line {self._seen[key]}"
         self._seen[key] = line
         return key, None
