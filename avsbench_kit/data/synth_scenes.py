@@ -1,0 +1,279 @@
+"""SynthAVS scene samplers: which objects a clip holds, when they are visible and when they sound,
+and (Ref-AVS) which referring expressions are unambiguous for it.
+
+Pure and cheap (no pixels, no audio): ``synth`` samples every scene first, then renders.
+Each sampler takes the clip's own RNG, so a clip never depends on the clips sampled before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from avsbench_kit.data.synth_world import BY_NAME, CLASSES, COLOURS, SHAPES, Track, appearance_pairs, sample_track
+
+_MAX_TRIES = 200
+
+
+@dataclass
+class Scene:
+    """One clip: tracks in drawing order (index = Ref-AVS fid) + per-second visibility/sounding."""
+
+    name: str
+    split: str
+    seconds: int
+    tracks: list[Track]
+    visible: np.ndarray  # bool [n_tracks, seconds]
+    sounding: np.ndarray  # bool [n_tracks, seconds]; sounding implies visible
+    expressions: list["Expression"] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "split": self.split,
+            "objects": [
+                {
+                    "fid": i,
+                    "class": tr.cls,
+                    "radius": round(tr.radius, 3),
+                    "visible": [int(s) for s in np.flatnonzero(self.visible[i])],
+                    "sounding": [int(s) for s in np.flatnonzero(self.sounding[i])],
+                }
+                for i, tr in enumerate(self.tracks)
+            ],
+            "expressions": [e.to_json() for e in self.expressions],
+        }
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A Ref-AVS expression: ``fid`` of the referred track, or -1 for a null expression."""
+
+    kind: str  # appearance | sound | first | last | null_c | null_m
+    text: str
+    fid: int
+    category: str  # the uid token: the referred class, or "null"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "text": self.text, "fid": self.fid, "category": self.category}
+
+
+def _speed(cfg: dict[str, Any]) -> tuple[float, float]:
+    return tuple(float(v) for v in cfg["motion"]["speed"])  # type: ignore[return-value]
+
+
+def _radius(sub: dict[str, Any]) -> tuple[float, float]:
+    return tuple(float(v) for v in sub["radius"])  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------------------------- S4
+
+
+def s4_scene(rng: np.random.Generator, cfg: dict[str, Any], name: str, split: str, index: int) -> Scene:
+    """Exactly one object, visible and sounding in every second (category = its class).
+
+    Classes cycle with the clip index, so every split is class-balanced.
+    """
+    cls = CLASSES[index % len(CLASSES)].name
+    seconds = 5
+    track = sample_track(rng, cls, _radius(cfg["s4"]), _speed(cfg))
+    on = np.ones((1, seconds), bool)
+    return Scene(name, split, seconds, [track], on.copy(), on.copy())
+
+
+# ------------------------------------------------------------------------------------------ MS3
+
+
+def _pick_classes(rng: np.random.Generator, n: int, pool: list[str], twin_prob: float,
+                  required: list[str] | None = None) -> tuple[list[str], tuple[str, str] | None]:
+    """``n`` distinct classes from ``pool``; with probability ``twin_prob`` include a look-alike pair."""
+    chosen = list(required or [])
+    twin = None
+    pairs = [p for p in appearance_pairs() if p[0] in pool and p[1] in pool]
+    if chosen:  # prefer a pair that contains a required class, if there is one
+        pairs = [p for p in pairs if chosen[0] in p] or pairs
+    if pairs and n >= 2 and rng.random() < twin_prob:
+        pair = pairs[int(rng.integers(len(pairs)))]
+        if len([c for c in chosen if c not in pair]) + 2 <= n:
+            twin = pair
+            chosen = [c for c in chosen if c not in pair] + list(pair)
+    rest = [c for c in pool if c not in chosen]
+    k = max(0, n - len(chosen))
+    chosen += [rest[i] for i in rng.choice(len(rest), size=min(k, len(rest)), replace=False)]
+    order = rng.permutation(len(chosen))
+    return [chosen[i] for i in order], twin
+
+
+def _markov_flags(rng: np.random.Generator, seconds: int, p_on: float = 0.55, p_switch: float = 0.35) -> np.ndarray:
+    flags = np.zeros(seconds, bool)
+    flags[0] = rng.random() < p_on
+    for s in range(1, seconds):
+        flags[s] = (not flags[s - 1]) if rng.random() < p_switch else flags[s - 1]
+    return flags
+
+
+def ms3_scene(rng: np.random.Generator, cfg: dict[str, Any], name: str, split: str) -> Scene:
+    """2-4 visible objects; only some sound and the sounding set changes over the seconds.
+
+    When a look-alike pair is present, some second has exactly one of the two sounding, so
+    appearance alone cannot tell which object to segment.
+    """
+    sub = cfg["ms3"]
+    seconds = 5
+    lo, hi = (int(v) for v in sub["objects"])
+    n = int(rng.integers(lo, hi + 1))
+    classes, twin = _pick_classes(rng, n, [c.name for c in CLASSES], float(sub["twin_prob"]))
+    tracks = [sample_track(rng, c, _radius(sub), _speed(cfg)) for c in classes]
+    for _ in range(_MAX_TRIES):
+        sounding = np.stack([_markov_flags(rng, seconds) for _ in tracks])
+        if _ms3_ok(sounding, classes, twin):
+            break
+    else:  # pragma: no cover - the constraints are satisfiable with high probability per try
+        raise RuntimeError(f"could not sample a valid MS3 schedule for {name}")
+    return Scene(name, split, seconds, tracks, np.ones_like(sounding), sounding)
+
+
+def _ms3_ok(sounding: np.ndarray, classes: list[str], twin: tuple[str, str] | None) -> bool:
+    if not sounding.any() or sounding.all():
+        return False  # someone sounds, someone is silent at some point
+    if all((sounding[:, s] == sounding[:, 0]).all() for s in range(sounding.shape[1])):
+        return False  # the sounding set changes over the seconds
+    if twin is not None:
+        a, b = classes.index(twin[0]), classes.index(twin[1])
+        if not (sounding[a] ^ sounding[b]).any():
+            return False  # some second where exactly one look-alike sounds
+    return True
+
+
+# -------------------------------------------------------------------------------------- Ref-AVS
+
+_TEMPLATES = {
+    "appearance": ("the {colour} {shape}", "the {colour} {shape} in the video", "the {shape} that is {colour}"),
+    "sound": ("the object making {sound}", "the object that makes {sound}", "the thing producing {sound}"),
+    "first": ("the first object to make a sound", "the object that starts sounding first",
+              "the object that is heard first"),
+    "last": ("the last object to start making a sound", "the object whose sound starts last",
+             "the object that starts sounding last"),
+}
+_KINDS = ("appearance", "sound", "first", "last")
+
+
+def refavs_scene(rng: np.random.Generator, cfg: dict[str, Any], name: str, split: str, pool: list[str],
+                 refer: list[str] | None = None) -> Scene:
+    """10-s clip with several objects, visibility windows, one sound segment per sounding object,
+    and 2-4 unambiguous expressions.
+
+    ``pool``: classes allowed in the clip; ``refer``: classes expressions may refer to (test_u:
+    the unseen ones; one of them is always in the clip). Resamples until enough expressions exist.
+    """
+    sub = cfg["refavs"]
+    seconds = 10
+    lo, hi = (int(v) for v in sub["objects"])
+    e_lo, e_hi = (int(v) for v in sub["expressions"])
+    for _ in range(_MAX_TRIES):
+        n = int(rng.integers(lo, hi + 1))
+        required = [refer[int(rng.integers(len(refer)))]] if refer else None
+        classes, _twin = _pick_classes(rng, n, pool, float(sub["twin_prob"]), required)
+        tracks = [sample_track(rng, c, _radius(sub), _speed(cfg)) for c in classes]
+        visible, sounding = _refavs_schedule(rng, len(tracks), seconds, float(sub["silent_prob"]))
+        scene = Scene(name, split, seconds, tracks, visible, sounding)
+        candidates = _candidates(scene, set(refer) if refer else None)
+        if len(candidates) >= e_lo:
+            k = int(rng.integers(e_lo, e_hi + 1))
+            scene.expressions = _choose(rng, candidates, k, scene)
+            return scene
+    raise RuntimeError(f"could not sample a Ref-AVS scene with {e_lo} expressions for {name}")  # pragma: no cover
+
+
+def _refavs_schedule(rng: np.random.Generator, n: int, seconds: int, silent_prob: float) -> tuple[np.ndarray, np.ndarray]:
+    visible = np.zeros((n, seconds), bool)
+    sounding = np.zeros((n, seconds), bool)
+    for i in range(n):
+        if rng.random() < 0.7:
+            start, end = 0, seconds
+        else:  # enters late or leaves early: visible for 5-9 s
+            length = int(rng.integers(5, seconds))
+            start = int(rng.integers(0, seconds - length + 1))
+            end = start + length
+        visible[i, start:end] = True
+        if rng.random() < silent_prob:
+            continue
+        onset = int(rng.integers(start, end - 1))
+        dur = int(rng.integers(2, min(6, end - onset) + 1))
+        sounding[i, onset : onset + dur] = True
+    return visible, sounding
+
+
+def _onset(scene: Scene, i: int) -> int | None:
+    on = np.flatnonzero(scene.sounding[i])
+    return int(on[0]) if len(on) else None
+
+
+def _candidates(scene: Scene, refer: set[str] | None) -> list[tuple[str, int]]:
+    """Every (kind, fid) whose expression picks out exactly one track of the scene."""
+    classes = [BY_NAME[t.cls] for t in scene.tracks]
+    onsets = [_onset(scene, i) for i in range(len(classes))]
+    heard = [o for o in onsets if o is not None]
+    out: list[tuple[str, int]] = []
+    for i, c in enumerate(classes):
+        if refer is not None and c.name not in refer:
+            continue
+        if sum(o.appearance == c.appearance for o in classes) == 1:
+            out.append(("appearance", i))
+        if onsets[i] is not None and sum(o.sound_group == c.sound_group for o in classes) == 1:
+            out.append(("sound", i))
+        if onsets[i] is not None and heard.count(onsets[i]) == 1:
+            if onsets[i] == min(heard):
+                out.append(("first", i))
+            if len(heard) >= 2 and onsets[i] == max(heard):
+                out.append(("last", i))
+    return out
+
+
+def _choose(rng: np.random.Generator, candidates: list[tuple[str, int]], k: int, scene: Scene) -> list[Expression]:
+    """Up to ``k`` candidates, round-robin over kinds so every clip mixes expression types."""
+    by_kind: dict[str, list[tuple[str, int]]] = {}
+    for cand in (candidates[i] for i in rng.permutation(len(candidates))):
+        by_kind.setdefault(cand[0], []).append(cand)
+    kinds = [kd for kd in (_KINDS[i] for i in rng.permutation(len(_KINDS))) if kd in by_kind]
+    picked: list[tuple[str, int]] = []
+    while len(picked) < k and any(by_kind[kd] for kd in kinds):
+        for kd in kinds:
+            if by_kind[kd] and len(picked) < k:
+                picked.append(by_kind[kd].pop(0))
+    return [_expression(rng, kind, fid, scene) for kind, fid in picked]
+
+
+def _expression(rng: np.random.Generator, kind: str, fid: int, scene: Scene) -> Expression:
+    cls = BY_NAME[scene.tracks[fid].cls]
+    templates = _TEMPLATES[kind]
+    text = templates[int(rng.integers(len(templates)))].format(colour=cls.colour, shape=cls.shape, sound=cls.sound_text)
+    return Expression(kind, text, fid, cls.name)
+
+
+def null_expression(rng: np.random.Generator, scene: Scene, pool: list[str]) -> Expression:
+    """An expression about something absent from ``scene`` (its GT is empty in every frame).
+
+    ``null_c``: an appearance no object in the clip has (an absent class's look, or a colour/shape
+    combination no class has). ``null_m``: a sound no object makes -- preferably the sound of the
+    look-alike of a visible object, so only audio reveals that nothing matches.
+    """
+    present = [BY_NAME[t.cls] for t in scene.tracks]
+    looks = {c.appearance for c in present}
+    groups = {c.sound_group for c in present}
+    absent = [BY_NAME[c] for c in pool if BY_NAME[c].sound_group not in groups]
+    hard = [c for c in absent if c.appearance in looks]
+    sounds = sorted({c.sound_text for c in (hard or absent)})
+    use_sound = rng.random() >= 0.5
+    pick = rng.random()
+    if use_sound and sounds:
+        text = _TEMPLATES["sound"][int(rng.integers(3))].format(sound=sounds[int(rng.integers(len(sounds)))])
+        return Expression("null_m", text, -1, "null")
+    options = sorted({BY_NAME[c].appearance for c in pool} - looks)
+    if not options or pick < 0.5:
+        options = sorted({f"{col} {shp}" for col in COLOURS for shp in SHAPES} - {c.appearance for c in CLASSES})
+    colour, shape = options[int(rng.integers(len(options)))].split(" ")
+    text = _TEMPLATES["appearance"][int(rng.integers(3))].format(colour=colour, shape=shape)
+    return Expression("null_c", text, -1, "null")
