@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
 from fake_trees import (
@@ -247,3 +246,23 @@ def test_key_maker():
     assert keys.make("a.b.c", 2) == ("a_b_c", None)
     key, why = keys.make("a_b.c", 7)
     assert key == "a_b_c" and "already used on line 2" in why
+
+
+
+def test_unlistable_folder_is_a_data_error(tmp_path, monkeypatch):
+    """A permission error must not be reported as "missing" (it would send the user the wrong way)."""
+    import os
+
+    from avsbench_kit.data import layout
+
+    root = make_s4_tree(tmp_path, [("c1", "dog_barking", "val")])
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if str(path).endswith("c1") and "visual_frames" in str(path):
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(layout.os, "scandir", scandir)
+    with pytest.raises(DataError, match="cannot list .*visual_frames/val/dog_barking/c1: Permission denied"):
+        build_s4(root, S4)

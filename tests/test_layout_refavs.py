@@ -11,7 +11,7 @@ from fake_trees import REAL_REFAVS_METADATA, corrupt, make_refavs_tree, refavs_f
 
 from avsbench_kit.cli.main import main
 from avsbench_kit.data.datasets import DATASETS
-from avsbench_kit.data.prepare import load_manifest, prepare
+from avsbench_kit.data.prepare import load_manifest
 from avsbench_kit.data.refavs import build_refavs
 
 SPEC = DATASETS.get("refavs")

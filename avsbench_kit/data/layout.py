@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from avsbench_kit.data.manifest import Exclusion
 from avsbench_kit.errors import DataError
 
 # ---- CSV ---------------------------------------------------------------------------------------
@@ -126,6 +125,11 @@ class DirListing:
                 self._cache[rel_dir] = (frozenset(files), frozenset(dirs))
             except (FileNotFoundError, NotADirectoryError):
                 self._cache[rel_dir] = None
+            except OSError as exc:  # e.g. no permission: "missing" would send the user the wrong way
+                raise DataError(
+                    f"cannot list {self.root / rel_dir}: {exc.strerror or exc}",
+                    hint="make the dataset folder readable by this user",
+                ) from None
         return self._cache[rel_dir]
 
     def files(self, rel_dir: str) -> frozenset[str] | None:
@@ -325,11 +329,6 @@ class MediaChecker:
     def optional(self, rel: str) -> str:
         """``rel`` if it exists, else "" (for the optional log-mel pickles)."""
         return rel if self.listing.is_file(rel) else ""
-
-
-def sample_problems(key: str, checks: Iterable[tuple[str, str | None]]) -> list[Exclusion]:
-    """Exclusions of one sample from (path, reason-or-None) pairs."""
-    return [Exclusion(key, path, reason) for path, reason in checks if reason]
 
 
 class KeyMaker:

@@ -155,7 +155,7 @@ def build_refavs(root: Path, spec: DatasetSpec) -> ManifestBuild:
             "audio": audio_path(e.folder),
         })
 
-    notes = [f"sample keys are metadata row indexes zero-padded to {len(row_key(0, total))} digits (uids are not unique)"]
+    notes = [f"sample keys = metadata row index zero-padded to {len(row_key(0, total))} digits (Ref-AVS uids are not unique)"]
     for split, n in sorted(skipped.items()):
         notes.append(f"skipped {n} rows with split {split!r} (the official loader never reads them)")
     uids = Counter(e.rec.fields[cols["uid"]] for e in expressions)
