@@ -69,7 +69,7 @@ def validate_config(cfg: dict[str, Any]) -> None:
         v = cfg[sub][leaf]
         if not (isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) for x in v)
                 and lo_min <= v[0] <= v[1] <= hi_max):
-            raise bad(f"{key}={v!r}", f"must be [min, max] integers with {lo_min} <= min <= max <= {hi_max}",
+            raise bad(f"{key}={v!r}", f"must be two integers (min, max) with {lo_min} <= min <= max <= {hi_max}",
                       f"e.g. {key}=[{lo_min},{max(lo_min, min(4, hi_max))}]")
 
     def float_range(key: str, lo_min: float, hi_max: float) -> None:
@@ -77,14 +77,14 @@ def validate_config(cfg: dict[str, Any]) -> None:
         v = cfg[sub][leaf]
         if not (isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v)
                 and lo_min <= v[0] <= v[1] <= hi_max):
-            raise bad(f"{key}={v!r}", f"must be [min, max] with {lo_min} <= min <= max <= {hi_max}",
-                      f"see the default in presets/synth/small.yaml")
+            raise bad(f"{key}={v!r}", f"must be two numbers (min, max) with {lo_min} <= min <= max <= {hi_max}",
+                      "see the default in presets/synth/small.yaml")
 
     def unit(key: str, lo: float = 0.0, hi: float = 1.0) -> None:
         sub, leaf = key.split(".")
         v = cfg[sub][leaf]
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v <= hi:
-            raise bad(f"{key}={v!r}", f"must be a number in [{lo}, {hi}]", "see the default in presets/synth/small.yaml")
+            raise bad(f"{key}={v!r}", f"must be a number between {lo} and {hi}", "see the default in presets/synth/small.yaml")
 
     unseen = cfg["refavs"]["unseen"]
     if not isinstance(unseen, list) or any(u not in BY_NAME for u in unseen) or len(set(unseen)) != len(unseen):

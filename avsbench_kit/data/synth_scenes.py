@@ -38,6 +38,8 @@ class Scene:
                     "fid": i,
                     "class": tr.cls,
                     "radius": round(tr.radius, 3),
+                    # x(t), y(t): start point + velocity, bouncing in [radius, 223 - radius]
+                    "motion": [round(v, 4) for v in (tr.x0, tr.y0, tr.vx, tr.vy, tr.angle0, tr.spin)],
                     "visible": [int(s) for s in np.flatnonzero(self.visible[i])],
                     "sounding": [int(s) for s in np.flatnonzero(self.sounding[i])],
                 }
@@ -166,7 +168,8 @@ def refavs_scene(rng: np.random.Generator, cfg: dict[str, Any], name: str, split
     and 2-4 unambiguous expressions.
 
     ``pool``: classes allowed in the clip; ``refer``: classes expressions may refer to (test_u:
-    the unseen ones; one of them is always in the clip). Resamples until enough expressions exist.
+    the unseen ones; one or two of them are always in the clip). Resamples until enough
+    expressions exist.
     """
     sub = cfg["refavs"]
     seconds = 10
@@ -174,7 +177,8 @@ def refavs_scene(rng: np.random.Generator, cfg: dict[str, Any], name: str, split
     e_lo, e_hi = (int(v) for v in sub["expressions"])
     for _ in range(_MAX_TRIES):
         n = int(rng.integers(lo, hi + 1))
-        required = [refer[int(rng.integers(len(refer)))]] if refer else None
+        # test_u: up to two unseen objects per clip, so each clip yields several expressions
+        required = [refer[j] for j in rng.permutation(len(refer))[: min(2, n)]] if refer else None
         classes, _twin = _pick_classes(rng, n, pool, float(sub["twin_prob"]), required)
         tracks = [sample_track(rng, c, _radius(sub), _speed(cfg)) for c in classes]
         visible, sounding = _refavs_schedule(rng, len(tracks), seconds, float(sub["silent_prob"]))
