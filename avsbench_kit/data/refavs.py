@@ -132,8 +132,10 @@ def build_refavs(root: Path, spec: DatasetSpec) -> ManifestBuild:
         clip_issues[folder] = _folder_problems(checker, folder)
         for fid in sorted(by_folder[folder]):
             track_issues[folder, fid] = _track_problems(checker, folder, fid)
-        checker.listing.forget(f"media/{folder}/frames")
-        checker.listing.forget(f"gt_mask/{folder}")
+        # done with this clip: drop its listings so memory stays flat over thousands of folders
+        for rel in (f"media/{folder}", f"media/{folder}/frames", f"gt_mask/{folder}",
+                    *(f"gt_mask/{folder}/fid_{fid}" for fid in by_folder[folder])):
+            checker.listing.forget(rel)
 
     rows: list[dict] = []
     for e in expressions:
