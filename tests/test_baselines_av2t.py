@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -129,16 +130,35 @@ def _numel(*modules) -> int:
 
 
 def test_trainable_split_follows_the_paper(model: AV2TSAM) -> None:
-    trainable = {id(p) for p in model.trainable_parameters()}
-    assert not any(id(p) in trainable for p in model.sam.image_encoder.parameters())
-    assert not any(id(p) in trainable for p in model.text_encoder.parameters())
-    assert not any(id(p) in trainable for p in model.sam.model.memory_attention.parameters())
-    assert all(id(p) in trainable for p in model.sam.mask_decoder.parameters())
-    assert id(model.sam.prompt_encoder.no_mask_embed.weight) in trainable
-    expected = _numel(model.fusion, model.pseudo_tokens, model.text_hidden_fcs,
-                      model.sam.mask_decoder, model.sam.prompt_encoder.no_mask_embed)
-    assert model.parameter_counts()["trainable"] == expected
-    assert sum(p.numel() for p in model.trainable_parameters()) == expected
+    raw = build("features.sam2_levels=[fpn0,fpn1,fpn2]")  # raw FPN cache: whole decoder trains
+    for m in (raw, model):
+        trainable = {id(p) for p in m.trainable_parameters()}
+        assert not any(id(p) in trainable for p in m.sam.image_encoder.parameters())
+        assert not any(id(p) in trainable for p in m.text_encoder.parameters())
+        assert not any(id(p) in trainable for p in m.sam.model.memory_attention.parameters())
+        assert id(m.sam.prompt_encoder.no_mask_embed.weight) in trainable
+        convs = {id(p) for c in (m.sam.mask_decoder.conv_s0, m.sam.mask_decoder.conv_s1)
+                 for p in c.parameters()}
+        assert all(id(p) in trainable for p in m.sam.mask_decoder.parameters() if id(p) not in convs)
+        expected = _numel(m.fusion, m.pseudo_tokens, m.text_hidden_fcs, m.sam.mask_decoder,
+                          m.sam.prompt_encoder.no_mask_embed)
+        if m is model:  # forward_image cache: conv_s0/conv_s1 were applied at extraction, frozen
+            assert not convs & trainable
+            expected -= _numel(m.sam.mask_decoder.conv_s0, m.sam.mask_decoder.conv_s1)
+        else:
+            assert convs <= trainable
+        assert m.parameter_counts()["trainable"] == expected
+        assert sum(p.numel() for p in m.trainable_parameters()) == expected
+
+
+def test_feature_widths_default_to_the_encoder_presets() -> None:
+    from avsbench_kit.features.base import build_encoder
+
+    m = AV2TSAM.from_config(load_config("av2t", "cpu-small", SMALL[:4]))  # dims.* = null
+    cfg = m.cfg["features"]
+    audio = build_encoder(cfg["audio"], tuple(cfg["audio_overrides"])).output_spec()["emb"].shape[-1]
+    image = build_encoder(cfg["image"], tuple(cfg["image_overrides"])).output_spec()["emb"].shape[-1]
+    assert m.fusion.audio_proj.in_features == audio and m.fusion.image_proj.in_features == image
 
 
 def test_adapters_add_per_block_heads_and_get_gradients(batch: dict) -> None:
@@ -147,7 +167,7 @@ def test_adapters_add_per_block_heads_and_get_gradients(batch: dict) -> None:
     width, dims = 512, m.sam.block_dims
     expected = sum(width * width + width + width * c + c for c in dims)
     assert _numel(m.adapters) == expected
-    base = build()
+    base = build("features.sam2_levels=[fpn0,fpn1,fpn2]")  # on the fly: conv_s0/s1 train too
     assert m.parameter_counts()["trainable"] == base.parameter_counts()["trainable"] + expected
     m.train()
     small = {**without(batch, "sam2_image"), "annotated": torch.tensor([[True, False, False],
@@ -192,7 +212,18 @@ def test_config_errors_are_one_line_user_errors(batch: dict) -> None:
 def test_feature_requests_pin_the_sam2_cache_to_the_model(model: AV2TSAM) -> None:
     reqs = {r.encoder: r for r in model.feature_requests()}
     assert set(reqs) == {"clap", "clip", "sam2_image"}
-    assert {"config=sam2.1_hiera_t", "image_size=128"} <= set(reqs["sam2_image"].overrides)
+    assert {"model_config=configs/sam2.1/sam2.1_hiera_t.yaml", "image_size=128", "seed=0",
+            "levels=[conv_s0,conv_s1,fpn2]"} <= set(reqs["sam2_image"].overrides)
+    assert reqs["clap"].overrides == ("channels=concat",)
+    # the requests must resolve against the encoders' presets (names and types of the keys)
+    from avsbench_kit.features.base import build_encoder
+
+    enc = build_encoder("sam2_image", reqs["sam2_image"].overrides)
+    assert enc.cfg["image_size"] == model.sam.image_size
+    assert set(enc.output_spec()) == {"conv_s0", "conv_s1", "fpn2"}
+    with_weights = copy.deepcopy(model.cfg)
+    with_weights["sam2"]["checkpoint"] = "/w/sam2.1_hiera_tiny.pt"
+    assert "weights=/w/sam2.1_hiera_tiny.pt" in AV2TSAM.sam2_overrides(SimpleNamespace(cfg=with_weights))
     m = build("features.sam2=null")
     assert m.needs_frames and "sam2_image" not in [r.encoder for r in m.feature_requests()]
 

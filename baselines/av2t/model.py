@@ -26,7 +26,8 @@ from baselines.av2t.heads import (PROMPT_FEATURES, AdapterGenerator, PromptFeatu
 from baselines.av2t.text_prompt import build_text_encoder
 from baselines.base import Baseline, check_batch, feature_request, masks_at
 from baselines.common.losses import bce_iou_loss
-from baselines.common.sam2_wrapper import ImageFeatures, SAM2Wrapper, check_image_size
+from baselines.common.sam2_wrapper import (ImageFeatures, SAM2Wrapper, check_image_size,
+                                           sam2_config_path)
 
 
 def _choice(cfg: dict, key: str, choices: tuple[str, ...]) -> str:
@@ -60,6 +61,9 @@ class AV2TSAM(Baseline):
         self.feature_names = {"audio": feats.get("audio"), "image": feats.get("image"),
                               "sam2": None if self.adapters_on else feats.get("sam2")}
         width = int(cfg.get("fused_dim", 512))
+        uses_audio, uses_image = self.prompt_feature != "clip", self.prompt_feature != "clap"
+        self.dims = {"audio": self._feature_dim("audio") if uses_audio else 0,
+                     "image": self._feature_dim("image") if uses_image else 0}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(cfg.get("seed", 0)))  # the heads are a function of the config
             self.sam = SAM2Wrapper(sam_cfg["config"], sam_cfg.get("checkpoint"), cfg["image_size"],
@@ -68,8 +72,8 @@ class AV2TSAM(Baseline):
                                    require_checkpoint=bool(sam_cfg.get("require_checkpoint", False)))
             self.text_encoder = build_text_encoder(cfg["text_encoder"])
             hidden = self.text_encoder.hidden_size
-            self.fusion = PromptFeature(self.prompt_feature, int(cfg["dims"]["audio"]),
-                                        int(cfg["dims"]["image"]), width)
+            self.fusion = PromptFeature(self.prompt_feature, self.dims["audio"], self.dims["image"],
+                                        width)
             self.pseudo_tokens = PseudoTokens(width, hidden, int(cfg.get("num_pseudo_tokens", 3)))
             self.text_hidden_fcs = text_hidden_fcs(hidden, self.sam.hidden_dim)
             self.adapters = AdapterGenerator(width, self.sam.block_dims) if self.adapters_on else None
@@ -77,6 +81,36 @@ class AV2TSAM(Baseline):
         for p in self.sam.mask_decoder.parameters():
             p.requires_grad_(True)
         self.sam.prompt_encoder.no_mask_embed.weight.requires_grad_(True)
+        if self.cached_levels_projected():
+            # forward_image levels were projected by conv_s0/conv_s1 when the cache was made: those
+            # two convs cannot learn here, so they are frozen (and not counted as trainable)
+            for conv in (self.sam.mask_decoder.conv_s0, self.sam.mask_decoder.conv_s1):
+                for p in conv.parameters():
+                    p.requires_grad_(False)
+
+    def _feature_dim(self, kind: str) -> int:
+        """``dims.<kind>``, or (null) the width the configured encoder writes."""
+        value = self.cfg.get("dims", {}).get(kind)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"dims.{kind}={value!r} must be a positive integer or null",
+                                  hint=f"null takes the width of the {kind} encoder's features")
+            return value
+        feats = self.cfg["features"]
+        from avsbench_kit.features.base import build_encoder
+
+        encoder = build_encoder(feats[kind], tuple(feats.get(f"{kind}_overrides") or ()))
+        spec = list(encoder.output_spec().values())
+        dim = spec[0].shape[-1] if spec else None
+        if not isinstance(dim, int):
+            raise ConfigError(f"cannot tell the width of {feats[kind]!r} features from its preset",
+                              hint=f"set dims.{kind}=<width> (e.g. 512 for CLAP/CLIP ViT-B/32)")
+        return dim
+
+    def cached_levels_projected(self) -> bool:
+        """Whether the model reads forward_image levels (conv_s0/conv_s1 applied) from a cache."""
+        levels = self.cfg["features"].get("sam2_levels") or ()
+        return bool(self.feature_names["sam2"]) and "fpn0" not in levels
 
     # ---- contract ----------------------------------------------------------------------------
     def feature_requests(self) -> list:
@@ -91,12 +125,16 @@ class AV2TSAM(Baseline):
         return out
 
     def sam2_overrides(self) -> tuple[str, ...]:
-        """The ``sam2_image`` cache must come from the same SAM2 at the same size as this model."""
-        sam_cfg = self.cfg["sam2"]
-        out = [f"config={sam_cfg['config']}", f"image_size={self.cfg['image_size']}"]
+        """The ``sam2_image`` cache must come from the same SAM2 (config, weights or random-init
+        seed) at the same image size as this model."""
+        sam_cfg, feats = self.cfg["sam2"], self.cfg["features"]
+        out = [f"model_config={sam2_config_path(sam_cfg['config'])}",
+               f"image_size={self.cfg['image_size']}", f"seed={int(sam_cfg.get('init_seed', 0))}"]
         if sam_cfg.get("checkpoint"):
-            out.append(f"checkpoint={sam_cfg['checkpoint']}")
-        return tuple(out) + tuple(self.cfg["features"].get("sam2_overrides") or ())
+            out.append(f"weights={sam_cfg['checkpoint']}")
+        if feats.get("sam2_levels"):
+            out.append("levels=[" + ",".join(feats["sam2_levels"]) + "]")
+        return tuple(out) + tuple(feats.get("sam2_overrides") or ())
 
     def train(self, mode: bool = True) -> "AV2TSAM":
         super().train(mode)
@@ -151,7 +189,7 @@ class AV2TSAM(Baseline):
     def _per_frame(self, feats: dict, name: str, kind: str, rows: torch.Tensor,
                    cols: torch.Tensor) -> torch.Tensor:
         x = feats[name]
-        dim = int(self.cfg["dims"][kind])
+        dim = self.dims[kind]
         if x.dim() == 4:  # per-channel audio [B,T,2,D]: the paper flattens channels into one clip
             raise DataError(f"feature {name!r} is per channel {tuple(x.shape)}; AV2T-SAM expects one "
                             "vector per second", hint=f"extract {name} without the per-channel option")

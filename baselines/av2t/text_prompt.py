@@ -81,10 +81,19 @@ class MiniLMPrompt(FrozenTextPrompt):
     def __init__(self) -> None:
         super().__init__()
         from transformers import BertModel
+        from transformers.utils import logging as hf_logging
 
         path = minilm_dir()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        self.bert = BertModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
+        verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()  # the unused pooler weights are expected, not news
+        hf_logging.disable_progress_bar()
+        try:
+            self.bert = BertModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            if bar:
+                hf_logging.enable_progress_bar()
         vocab = open(os.path.join(path, "vocab.txt"), encoding="utf-8").read().splitlines()
         self.cls_id, self.sep_id = vocab.index("[CLS]"), vocab.index("[SEP]")
         self.hidden_size = int(self.bert.config.hidden_size)

@@ -37,7 +37,7 @@ PIXEL_STD = (0.229, 0.224, 0.225)
 #: canonical cache level names: raw FPN levels (256 ch, strides 4/8/16) and forward_image's
 #: conv_s0/conv_s1-projected high-res levels (32 / 64 ch)
 RAW_LEVELS = ("fpn0", "fpn1", "fpn2")
-PROJECTED_LEVELS = ("s0", "s1")
+PROJECTED_LEVELS = ("conv_s0", "conv_s1")
 NO_OBJ_SCORE = -1024.0  # SAM2's placeholder logit for "no object"
 _HUB_ID = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.+-]+$")
 
@@ -286,11 +286,11 @@ class SAM2Wrapper(nn.Module):
 
     # ---- (1) image features ------------------------------------------------------------------
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
-        """[N,3,H,W] RGB in [0,1] -> SAM2 input: plain resize to image_size² + ImageNet mean/std."""
-        if frames.shape[-2:] != (self.image_size, self.image_size):
-            down = frames.shape[-1] > self.image_size or frames.shape[-2] > self.image_size
+        """[N,3,H,W] RGB in [0,1] -> SAM2 input: plain (antialiased bilinear) resize to image_size²
+        + ImageNet mean/std — the ``sam2_image`` encoder's preprocessing."""
+        if frames.shape[-2:] != (self.image_size, self.image_size):  # same as the sam2_image cache
             frames = F.interpolate(frames.float(), size=(self.image_size, self.image_size),
-                                   mode="bilinear", align_corners=False, antialias=down)
+                                   mode="bilinear", align_corners=False, antialias=True)
         return (frames - self.pixel_mean) / self.pixel_std
 
     def image_encoder_outputs(self, images: torch.Tensor,
