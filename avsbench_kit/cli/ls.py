@@ -69,3 +69,20 @@ def ls_encoders() -> None:
         enc = build_encoder(name)
         table.add_row(name, enc.modality, enc.key_by, enc.describe_shape(), enc.weights_source())
     console.print(table)
+
+
+@app.command("protocols")
+def ls_protocols() -> None:
+    """Metric protocols: name, version, task, description (`docs/metrics.md` lists every quirk)."""
+    from rich.table import Table
+
+    from avsbench_kit.metrics.protocols import PROTOCOLS
+
+    table = Table(title="protocols", title_justify="left")
+    for col in ("name", "version", "task"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("description")
+    for name in PROTOCOLS.names():
+        meta = PROTOCOLS.meta(name)
+        table.add_row(name, meta["version"], meta["task"], meta["description"])
+    console.print(table)

@@ -9,10 +9,12 @@ import typer
 
 from avsbench_kit import __version__
 from avsbench_kit.cli import ls as ls_cli
+from avsbench_kit.cli import eval as eval_cli
 from avsbench_kit.cli import features as features_cli
 from avsbench_kit.cli import prepare as prepare_cli
 from avsbench_kit.cli import leaderboard as leaderboard_cli
 from avsbench_kit.cli import regress as regress_cli
+from avsbench_kit.cli import run as run_cli
 from avsbench_kit.cli import runs as runs_cli
 from avsbench_kit.cli.common import console, err_console
 from avsbench_kit.errors import AvsKitError
@@ -48,9 +50,11 @@ def version() -> None:
 app.add_typer(ls_cli.app, name="ls")
 app.add_typer(features_cli.app, name="features")
 prepare_cli.register(app)
+eval_cli.register(app)
 app.add_typer(runs_cli.app, name="runs")
 leaderboard_cli.register(app)
 regress_cli.register(app)
+run_cli.register(app)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

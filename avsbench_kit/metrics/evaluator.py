@@ -1,0 +1,626 @@
+"""Streaming evaluation: ``update`` once per sample (clip / expression), ``compute`` once per split.
+
+Each sample is reduced at once to small per-frame statistics (IoU at the protocol's threshold,
+the 255-point F curve, foreground counts; per-class counts for AVSS), so memory never holds more
+than one sample's logits. Official protocols then replay the official DataLoader batches over
+those statistics in manifest order — which gives exactly the official per-batch numbers, because
+every official batch metric is a fixed reduction of per-frame quantities. Several protocols of
+one family are computed from the same statistics in one pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from avsbench_kit.metrics import constants as C
+from avsbench_kit.metrics import functional as Fn
+from avsbench_kit.metrics.protocols import PROTOCOLS, Protocol
+
+ProtocolLike = Union[str, Protocol]
+
+
+# ---------------------------------------------------------------------------------------------
+# per-sample statistics
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class BinaryStats:
+    """Per-frame statistics of one binary sample (the frames that count, in order)."""
+
+    iou: torch.Tensor  # float32 [T]: mask_iou per frame at the protocol's threshold
+    curves: torch.Tensor  # float32 [T, 255]: per-frame F curves
+    positive: torch.Tensor  # bool [T]: GT-positive frames (the ones F averages)
+    fg: torch.Tensor  # int64 [T]: pixels with sigmoid > 0.5 (Ref-AVS S)
+    pixels: int  # pixels of all T frames
+
+    @property
+    def frames(self) -> int:
+        return int(self.iou.shape[0])
+
+
+@dataclass
+class AvssStats:
+    iou: torch.Tensor  # float32 [T10, C]
+    fs: torch.Tensor  # float32 [T10, C]
+    present: torch.Tensor  # bool [T10, C]
+    frames: int  # real (scored) frames
+    padded: int  # padded frames
+
+
+def binary_stats(logits: torch.Tensor, gt: torch.Tensor, j_logit_threshold: float, need_fg: bool = False) -> BinaryStats:
+    """Statistics of one sample's scored frames (``[T,H,W]`` logits and GT)."""
+    x = Fn._logits(logits)
+    g = Fn.as_frames(gt, "gt")
+    if g.shape != x.shape:
+        raise ValueError(f"logits {tuple(x.shape)} and gt {tuple(g.shape)} differ in shape")
+    if Fn.is_binary(g):
+        g = Fn._bool_gt(g)
+    iou = Fn.frame_iou(x, g, j_logit_threshold)
+    tp, pp = Fn.pr_curve_counts(x, g)
+    ng, pos = Fn.gt_stats(g)
+    curves = Fn.frame_f_curves(tp, pp, ng)
+    if need_fg:
+        fg = torch.count_nonzero(x >= C.LOGIT_GT_HALF, dim=(1, 2))
+    else:
+        fg = torch.zeros(x.shape[0], dtype=torch.int64)
+    return BinaryStats(iou, curves, pos, fg, int(x.numel()))
+
+
+def avss_stats(pred: torch.Tensor, gt: torch.Tensor, pad_to: Optional[int]) -> AvssStats:
+    """Statistics of one AVSS clip: ``pred`` holds the scored frames' predictions, optionally
+    followed by the padded frames' predictions; missing padded predictions are class 0."""
+    labels = Fn.avss_class_map(pred)
+    t = Fn.as_frames(gt, "gt").long()
+    real = t.shape[0]
+    total = max(real, pad_to or 0)
+    if labels.shape[0] < real or labels.shape[0] > total:
+        raise ValueError(f"AVSS prediction has {labels.shape[0]} frames; expected {real}..{total}")
+    if labels.shape[1:] != t.shape[1:]:
+        raise ValueError(f"AVSS prediction {tuple(labels.shape[1:])} and gt {tuple(t.shape[1:])} differ in size")
+    if total > real:
+        t = torch.cat([t, torch.zeros((total - real, *t.shape[1:]), dtype=torch.int64)])
+    if labels.shape[0] < total:
+        labels = torch.cat([labels, torch.zeros((total - labels.shape[0], *t.shape[1:]), dtype=torch.int64)])
+    iou, fs, present = Fn.avss_frame_scores(*Fn.avss_frame_counts(labels, t))
+    return AvssStats(iou, fs, present, real, total - real)
+
+
+# ---------------------------------------------------------------------------------------------
+# accumulators: one per protocol
+# ---------------------------------------------------------------------------------------------
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values) if values else float("nan")
+
+
+class _OfficialBinary:
+    """Replays the official batches (``batch_size`` samples per metric call)."""
+
+    def __init__(self, protocol: Protocol, metrics: tuple[str, ...]) -> None:
+        self.p = protocol
+        self.metrics = metrics
+        self.batch: list[BinaryStats] = []
+        self.j_sum: Any = 0.0  # float32 0-d tensor after the first batch (AverageMeter on tensors)
+        self.f_sum = 0.0
+        self.s_values: list[np.float32] = []
+        self.batches = 0
+        self.samples = 0
+
+    @property
+    def batch_index(self) -> int:
+        return self.samples // int(self.p.batch_size or 1)
+
+    def add(self, st: BinaryStats) -> None:
+        self.batch.append(st)
+        self.samples += 1
+        if len(self.batch) == self.p.batch_size:
+            self._flush()
+
+    def _call(self, batch: list[BinaryStats]) -> tuple[torch.Tensor, float, Optional[np.float32]]:
+        """The official per-call values of one batch: (mask_iou 0-d float32, max-F, S)."""
+        iou = torch.cat([s.iou for s in batch])
+        pos = torch.cat([s.positive for s in batch])
+        f = Fn.max_f(torch.cat([s.curves for s in batch])[pos])
+        s_val = None
+        if "S" in self.metrics:
+            fg = sum(int(s.fg.sum()) for s in batch)
+            s_val = np.float32(Fn.s_from_counts(fg, sum(s.pixels for s in batch)))
+        return Fn.mean_iou_of_call(iou), f, s_val
+
+    def _flush(self) -> None:
+        if self.batch:
+            j, f, s_val = self._call(self.batch)
+            self.j_sum = self.j_sum + j
+            self.f_sum += f
+            if s_val is not None:
+                self.s_values.append(s_val)
+            self.batches += 1
+            self.batch = []
+
+    def result(self) -> dict[str, float]:
+        """Does not close the pending (ragged) batch: ``update`` may continue afterwards."""
+        j_sum, f_sum, s_values, nb = self.j_sum, self.f_sum, list(self.s_values), self.batches
+        if self.batch:
+            j, f, s_val = self._call(self.batch)
+            j_sum, f_sum, nb = j_sum + j, f_sum + f, nb + 1
+            if s_val is not None:
+                s_values.append(s_val)
+        if not nb:
+            return {m: float("nan") for m in self.metrics}
+        j_mean = float(j_sum / nb)
+        f_mean = f_sum / nb
+        out = {"mIoU": j_mean, "F": f_mean} if self.p.family == "avsbench" else {"J": j_mean, "F": f_mean, "J&F": (j_mean + f_mean) / 2}
+        if "S" in self.metrics:
+            out["S"] = float(np.mean(np.array(s_values, dtype=np.float32)))
+        return {m: out[m] for m in self.metrics}
+
+    def info(self) -> dict[str, Any]:
+        return {"batches": self.batches, "batch_size": self.p.batch_size}
+
+
+class _ClipBinary:
+    """One official metric call per sample, then plain means over samples."""
+
+    def __init__(self, protocol: Protocol, metrics: tuple[str, ...]) -> None:
+        self.p = protocol
+        self.metrics = metrics
+        self.j: list[float] = []
+        self.f: list[float] = []
+        self.s: list[float] = []
+        self.no_f = 0
+
+    def add(self, st: BinaryStats, clip: dict[str, float]) -> None:
+        self.j.append(clip["J"])
+        if math.isnan(clip["F"]):
+            self.no_f += 1
+        else:
+            self.f.append(clip["F"])
+        self.s.append(clip["S"])
+
+    def result(self) -> dict[str, float]:
+        j, f = _mean(self.j), _mean(self.f)
+        out = {"mIoU": j, "F": f} if self.p.family == "avsbench" else {"J": j, "F": f, "J&F": (j + f) / 2}
+        out["S"] = _mean(self.s)
+        return {m: out[m] for m in self.metrics}
+
+    def info(self) -> dict[str, Any]:
+        return {"samples_without_F": self.no_f} if "F" in self.metrics else {}
+
+
+class _OfficialAvss:
+    def __init__(self, protocol: Protocol, metrics: tuple[str, ...]) -> None:
+        self.p = protocol
+        self.metrics = metrics
+        self.batch: list[AvssStats] = []
+        self.state = Fn.AvssState()
+        self.batches = 0
+        self.samples = 0
+
+    @property
+    def batch_index(self) -> int:
+        return self.samples // int(self.p.batch_size or 1)
+
+    def add(self, st: AvssStats) -> None:
+        self.batch.append(st)
+        self.samples += 1
+        if len(self.batch) == self.p.batch_size:
+            self._flush()
+
+    @staticmethod
+    def _call(batch: list[AvssStats]):
+        return Fn.avss_call_sums(
+            torch.cat([s.iou for s in batch]), torch.cat([s.fs for s in batch]), torch.cat([s.present for s in batch])
+        )
+
+    def _flush(self) -> None:
+        if self.batch:
+            s_iou, s_f, s_c = self._call(self.batch)
+            self.state.iou_sum += s_iou
+            self.state.f_sum += s_f
+            self.state.count += s_c
+            self.batches += 1
+            self.batch = []
+
+    def result(self) -> dict[str, float]:
+        state = Fn.AvssState(self.state.iou_sum.clone(), self.state.f_sum.clone(), self.state.count.clone())
+        if self.batch:
+            s_iou, s_f, s_c = self._call(self.batch)
+            state.iou_sum += s_iou
+            state.f_sum += s_f
+            state.count += s_c
+        return Fn.avss_finalize(state)
+
+    def info(self) -> dict[str, Any]:
+        return {"batches": self.batches, "batch_size": self.p.batch_size,
+                "classes_seen": int((self.state.count > 0).sum())}
+
+
+# ---------------------------------------------------------------------------------------------
+# the evaluator
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class EvalResult:
+    """Per-protocol metrics of one split plus the per-sample table."""
+
+    split: str
+    metrics: dict[str, dict[str, float]]  # protocol name -> metric -> value
+    versions: dict[str, str]  # protocol name -> version
+    info: dict[str, dict[str, Any]]  # protocol name -> batches, samples without F, ...
+    samples: Any  # pandas DataFrame, one row per sample
+    num_samples: int
+    num_frames: int
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "split": self.split,
+            "metrics": self.metrics,
+            "protocols": self.versions,
+            "protocol_info": self.info,
+            "num_samples": self.num_samples,
+            "num_frames": self.num_frames,
+            "notes": list(self.notes),
+        }
+
+
+def _resolve(protocols: Union[ProtocolLike, Iterable[ProtocolLike]]) -> list[Protocol]:
+    if isinstance(protocols, (str, Protocol)):
+        protocols = [protocols]
+    out = [PROTOCOLS.get(p) if isinstance(p, str) else p for p in protocols]
+    if not out:
+        raise ValueError("no protocol given")
+    families = {p.family for p in out}
+    if len(families) != 1:
+        raise ValueError(f"protocols of different families cannot share an evaluator: {sorted(families)}")
+    return out
+
+
+class Evaluator:
+    """Streaming evaluator for one split under one or more protocols of one family.
+
+    ``update(sample_key, pred, gt, annotated)`` in manifest order; ``compute()`` at the end.
+    ``pred``: binary families: logits ``[T,H,W]``; AVSS: logits ``[T,71,H,W]`` or class maps
+    ``[T,H,W]`` (optionally with extra trailing frames = predictions of the padded frames).
+    ``gt``: ``[T,H,W]`` ({0,1} / soft float; AVSS: class indices). ``annotated``: bool ``[T]``
+    (default all): frames that are not annotated are dropped before scoring.
+    """
+
+    def __init__(self, protocols: Union[ProtocolLike, Iterable[ProtocolLike]], split: str, *, null_split: bool = False) -> None:
+        self.protocols = _resolve(protocols)
+        self.family = self.protocols[0].family
+        self.split = split
+        self.null_split = null_split or split == "test_n"
+        self.metrics = {p.name: p.metrics(split, self.null_split) for p in self.protocols}
+        self._acc: dict[str, Any] = {}
+        for p in self.protocols:
+            m = self.metrics[p.name]
+            if self.family == "avss":
+                if p.batch_size is None:
+                    raise ValueError(f"protocol {p.name}: AVSS protocols need a batch size")
+                self._acc[p.name] = _OfficialAvss(p, m)
+            else:
+                self._acc[p.name] = _OfficialBinary(p, m) if p.batch_size else _ClipBinary(p, m)
+        self.j_threshold = self.protocols[0].j_logit_threshold
+        if any(p.j_logit_threshold != self.j_threshold for p in self.protocols):
+            raise ValueError("protocols with different J thresholds cannot share an evaluator")
+        self.pad_to = self.protocols[0].pad_frames_to
+        self._rows: list[dict[str, Any]] = []
+        self._frames = 0
+
+    def sample_stats(self, pred: torch.Tensor, gt: Any, annotated: Optional[Sequence[bool]] = None):
+        """The per-frame statistics of one sample (pure: may run in worker threads)."""
+        gt = torch.as_tensor(gt)
+        n = gt.shape[0]
+        keep = None if annotated is None else torch.as_tensor(np.asarray(annotated, dtype=bool))
+        if keep is not None and keep.shape[0] != n:
+            raise ValueError(f"{keep.shape[0]} annotated flags for {n} GT frames")
+        if self.family == "avss":
+            real, extra = pred[:n], pred[n:]
+            if keep is not None:
+                real, gt = real[keep], gt[keep]
+            return avss_stats(torch.cat([real, extra]) if extra.shape[0] else real, gt, self.pad_to)
+        if keep is not None:
+            pred, gt = pred[keep], gt[keep]
+        st = binary_stats(pred, gt, self.j_threshold, need_fg=self.family == "refavs")
+        if st.frames == 0:
+            raise ValueError("no scored frame")
+        return st
+
+    def add(self, sample_key: str, st: Union[BinaryStats, AvssStats]) -> dict[str, Any]:
+        """Feed one sample's statistics, in manifest order; returns its per-sample row."""
+        row: dict[str, Any] = {"sample_key": sample_key}
+        if isinstance(st, AvssStats):
+            seen = st.present.any(0)
+            per_class = st.iou.sum(0) / st.present.sum(0).clamp(min=1)
+            row.update(frames=st.frames, padded=st.padded, classes_present=int(seen.sum()),
+                       mIoU_present=float(per_class[seen].double().mean()) if bool(seen.any()) else float("nan"))
+            for name, acc in self._acc.items():
+                row[f"batch[{name}]"] = acc.batch_index
+                acc.add(st)
+        else:
+            clip = {
+                "J": Fn.mean_iou_of_call(st.iou).item(),
+                "F": Fn.max_f(st.curves[st.positive]) if bool(st.positive.any()) else float("nan"),
+                "S": Fn.s_from_counts(int(st.fg.sum()), st.pixels),
+            }
+            row.update(frames=st.frames, positive_frames=int(st.positive.sum()))
+            if self.family == "avsbench":
+                row.update({"mIoU": clip["J"], "F": clip["F"]})
+            elif self.null_split:
+                row.update({"S": clip["S"], "fg_fraction": int(st.fg.sum()) / st.pixels})
+            else:
+                row.update({"J": clip["J"], "F": clip["F"], "J&F": (clip["J"] + clip["F"]) / 2})
+            for name, acc in self._acc.items():
+                if isinstance(acc, _OfficialBinary):
+                    row[f"batch[{name}]"] = acc.batch_index
+                    acc.add(st)
+                else:
+                    acc.add(st, clip)
+        self._frames += st.frames
+        self._rows.append(row)
+        return row
+
+    def update(self, sample_key: str, pred: torch.Tensor, gt: Any, annotated: Optional[Sequence[bool]] = None) -> dict[str, Any]:
+        """Score one sample (``sample_stats`` then ``add``); returns its per-sample row."""
+        try:
+            st = self.sample_stats(pred, gt, annotated)
+        except ValueError as exc:
+            raise ValueError(f"sample {sample_key}: {exc}") from exc
+        return self.add(sample_key, st)
+
+    def compute(self):
+        """Metrics of every protocol over the samples seen so far, and the per-sample table."""
+        import pandas as pd
+
+        metrics = {name: acc.result() for name, acc in self._acc.items()}
+        info = {name: acc.info() for name, acc in self._acc.items()}
+        return EvalResult(
+            split=self.split,
+            metrics=metrics,
+            versions={p.name: p.version for p in self.protocols},
+            info=info,
+            samples=pd.DataFrame(self._rows),
+            num_samples=len(self._rows),
+            num_frames=self._frames,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# a prediction folder against a prepared split (what `avskit eval` runs)
+# ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` intra-op torch threads. The per-sample ops are small: on a shared machine
+    two intra-op threads wait for each other (10x slower measured under load), so the driver uses
+    one intra-op thread per worker and parallelises over samples instead."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def ordered_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 2, window: int = 8) -> Iterator[Any]:
+    """``map(fn, items)`` on ``workers`` threads, results in input order, at most ``window`` in
+    flight (bounded memory). File reads, PNG decoding and torch ops release the GIL."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+def _required_frames(row: dict[str, Any]) -> list[int]:
+    return [k for k, a in enumerate(row["annotated"]) if a]
+
+
+def evaluate_predictions(
+    dataset: str,
+    split: str,
+    pred: str,
+    protocol: Optional[str] = None,
+    home: Any = None,
+    partial: bool = False,
+    resize: Optional[str] = None,
+    ignore_extra: bool = False,
+    progress: bool = True,
+    workers: Optional[int] = None,
+) -> dict[str, Any]:
+    """Score ``pred`` (a folder, or ``empty``/``full``/``gt``) on a prepared split.
+
+    Returns the JSON-able report (protocol names + versions, dataset fingerprint, toolkit version,
+    git SHA, partial flag); ``report["_samples"]`` is the per-sample DataFrame. Bad input raises a
+    :class:`~avsbench_kit.errors.AvsKitError` naming the file/sample and the fix.
+    """
+    import datetime as _dt
+    import time
+
+    from avsbench_kit import __version__
+    from avsbench_kit.data.datasets import DATASETS
+    from avsbench_kit.data.masks import sample_gt
+    from avsbench_kit.data.prepare import load_manifest
+    from avsbench_kit.errors import ConfigError, DataError
+    from avsbench_kit.metrics import predictions as P
+    from avsbench_kit.metrics.protocols import default_protocols
+    from avsbench_kit.progress import track
+    from avsbench_kit.provenance import environment_info, git_sha
+
+    t0 = time.perf_counter()
+    workers = workers or min(2, os.cpu_count() or 1)
+    spec = DATASETS.get(dataset)
+    if resize is not None and resize not in P.RESIZE_MODES:
+        raise ConfigError(f"--resize {resize!r} is not a resampling mode", hint="use --resize nearest or --resize bilinear")
+    names = [protocol] if protocol else default_protocols(spec.task)
+    protocols = [PROTOCOLS.get(n) for n in names]
+    for p in protocols:
+        p.check_task(dataset, spec.task)
+    manifest = load_manifest(dataset, home)
+    rows = manifest.rows(split)
+    task = spec.task
+    fam = protocols[0].family
+    pad_to = protocols[0].pad_frames_to
+    size_rule = protocols[0].resolution
+
+    reference = pred if (pred in P.REFERENCE_PREDICTORS and not pred.startswith(("./", "/"))) else None
+    notes: list[str] = []
+    missing: list[tuple[str, int]] = []
+    complete_rows = rows
+    index = None
+    if reference is None:
+        index = P.scan(Path(pred))
+        wanted: dict[str, dict[str, Any]] = {r["sample_key"]: r for r in rows}
+        stray = list(index.stray)
+        for key, frames in index.files.items():
+            row = wanted.get(key)
+            if row is None:
+                stray.extend((path, f"no sample {key!r} in {dataset} {split}") for path in frames.values())
+                if not frames:
+                    stray.append((index.root / key, f"no sample {key!r} in {dataset} {split}"))
+                continue
+            limit = max(row["num_frames"], pad_to or 0)
+            for k, path in frames.items():
+                if k >= limit:
+                    stray.append((path, f"sample {key} has frames 0..{limit - 1}"))
+        if stray and not ignore_extra:
+            path, why = stray[0]
+            raise DataError(
+                f"{len(stray)} file(s) in {index.root} are not predictions for {dataset} {split}; first: {path} ({why})",
+                hint=f"expected {P.NAMING}; remove them, point --pred at this split's folder, or pass --ignore-extra",
+            )
+        if stray:
+            notes.append(f"ignored {len(stray)} file(s) that are not predictions for this split")
+        complete_rows = []
+        for row in rows:
+            have = index.files.get(row["sample_key"], {})
+            lacking = [k for k in _required_frames(row) if k not in have]
+            if lacking:
+                missing.extend((row["sample_key"], k) for k in lacking)
+            else:
+                complete_rows.append(row)
+        missing_samples = sorted({k for k, _ in missing}, key=[r["sample_key"] for r in rows].index)
+        if missing and not partial:
+            key, k = missing[0]
+            raise DataError(
+                f"{len(missing_samples)} of {len(rows)} samples lack predictions; first: sample {key} frame {k} "
+                f"(expected {P.describe_missing(index.root, key, k)})",
+                hint=f"write one file per annotated frame as {P.NAMING}, or pass --partial to score the complete samples only",
+            )
+        if not complete_rows:
+            raise DataError(f"no sample of {dataset} {split} has complete predictions in {index.root}",
+                            hint=f"expected {P.NAMING}")
+    else:
+        missing_samples = []
+
+    null_split = fam == "refavs" and (split == "test_n" or all(r["is_null"] for r in rows))
+    ev = Evaluator(protocols, split, null_split=null_split)
+    resized = 0
+    scored_as = f"{dataset} ({protocols[0].name})"
+
+    def load_sample(row: dict[str, Any]):
+        nonlocal resized
+        gt_all, annotated = sample_gt(row, manifest.root, task)
+        keep = np.asarray(annotated, dtype=bool)
+        gt = gt_all[keep]
+        size = tuple(size_rule) if size_rule else tuple(gt.shape[-2:])
+        if gt.shape[-2:] != size:
+            raise DataError(f"GT of sample {row['sample_key']} is {gt.shape[-1]}x{gt.shape[-2]}, expected {size[1]}x{size[0]}",
+                            hint=f"re-run `avskit prepare {dataset}`")
+        if reference is not None:
+            return P.reference_prediction(reference, gt, task), gt
+        files = index.files[row["sample_key"]]
+        frames = [k for k, a in enumerate(keep) if a]
+        if task == "avss":
+            padded = list(range(row["num_frames"], pad_to or 0))
+            given = [k for k in padded if k in files]
+            if given and len(given) != len(padded):
+                raise DataError(
+                    f"sample {row['sample_key']} has predictions for padded frames {given} but not for all of {padded}",
+                    hint="give all padded frames (num_frames..9) or none (then they are predicted as class 0)",
+                )
+            out = []
+            for k in frames + given:
+                kind, arr = P.load_avss(files[k])
+                arr, changed = P.fit_size(arr, size, files[k], resize, scored_as, labels=kind == "labels")
+                resized += changed
+                if kind == "logits":
+                    arr = Fn.avss_class_map(torch.from_numpy(arr).unsqueeze(0))[0].numpy()
+                out.append(arr)
+            return np.stack(out), gt
+        out = []
+        for k in frames:
+            arr = P.load_binary(files[k])
+            arr, changed = P.fit_size(arr, size, files[k], resize, scored_as)
+            resized += changed
+            out.append(arr)
+        return np.stack(out), gt
+
+    def work(row: dict[str, Any]):
+        pr, gt = load_sample(row)
+        try:
+            return ev.sample_stats(torch.from_numpy(pr), torch.from_numpy(gt))
+        except ValueError as exc:
+            raise DataError(f"sample {row['sample_key']}: {exc}", hint="check the prediction files of this sample") from exc
+
+    with torch_threads(1):
+        stats = ordered_map(work, complete_rows, workers=workers)
+        for row, st in zip(track(complete_rows, f"eval {dataset} {split}", enabled=progress), stats):
+            ev.add(row["sample_key"], st)
+    result = ev.compute()
+    if resized:
+        notes.append(f"{resized} prediction frame(s) resampled with --resize {resize}")
+    if missing_samples:
+        notes.append(f"PARTIAL: {len(missing_samples)} sample(s) without complete predictions left out "
+                     f"(first: {P.first(missing_samples)})")
+    notes.extend(result.notes)
+    report: dict[str, Any] = {
+        "schema": "avskit-eval/1",
+        "dataset": dataset,
+        "task": task,
+        "split": split,
+        "predictions": f"reference:{reference}" if reference else str(Path(pred).resolve()),
+        "partial": bool(missing_samples),
+        "num_samples_expected": len(rows),
+        "num_samples_scored": result.num_samples,
+        "num_samples_missing": len(missing_samples),
+        "missing_samples": missing_samples[:100],
+        "num_frames": result.num_frames,
+        "resize": resize,
+        "resized_frames": resized,
+        "protocols": {
+            p.name: {
+                "version": p.version,
+                "official": p.official,
+                "metrics": result.metrics[p.name],
+                "info": result.info[p.name],
+            }
+            for p in protocols
+        },
+        "dataset_fingerprint": manifest.fingerprint,
+        "toolkit_version": __version__,
+        "git_sha": git_sha(),
+        "environment": environment_info(),
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": time.perf_counter() - t0,
+        "notes": notes,
+        "_samples": result.samples,
+    }
+    return report

@@ -1,0 +1,484 @@
+"""Vectorised kernels of the official AVS metrics (official_protocols.md §5), exact and fast.
+
+Every binary kernel takes ``[N, H, W]`` tensors — the N frames of *one official metric call* —
+(``[N, 1, H, W]`` and ``[H, W]`` are accepted too); predictions are **logits** (the official code
+applies the sigmoid itself), ground truth is ``{0, 1}`` (bool or float; soft MS3 values are
+supported). Results are python floats.
+
+How exactness is kept without a sigmoid per threshold: ``sigmoid(x) >= thr[i]`` is decided as
+``x >= b[i]`` with the stored float32 logit boundaries (constants.py), which reproduces torch's
+vectorised CPU sigmoid decision for every float32 logit. Counts are exact integers; the float32
+formulas after the counts use the official operation order, so final scalars match the official
+code bit for bit on binary ground truth (soft ground truth: within float32 rounding of the sums).
+
+How the F-measure is fast: one pass per pixel instead of 255. A pixel's *bucket* j (the number of
+thresholds it passes, 0..255) is estimated as ``floor(254·sigmoid(x) + 1)``; pixels whose estimate
+lies within 1e-3 of an integer (≈0.2 % of them, plus NaNs) are re-bucketed exactly against the
+boundaries. Per-frame histograms of j for all pixels and for GT pixels, reverse-cumsummed, give
+tp and np for all 255 thresholds at once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from avsbench_kit.metrics import constants as C
+
+_CHUNK = 1 << 18  # pixels per fast-path chunk: the working set stays in cache
+_EPS_U = 1e-3  # ambiguity margin of the sigmoid-based bucket estimate (true error < 5e-5)
+
+_tables: dict[str, torch.Tensor] = {}
+
+
+def thresholds() -> torch.Tensor:
+    """The 255 official F-measure thresholds (float32, cached)."""
+    if "thr" not in _tables:
+        _tables["thr"] = C.thresholds()
+    return _tables["thr"]
+
+
+def logit_boundaries() -> torch.Tensor:
+    """``b`` with ``sigmoid(x) >= thr[i]  <=>  x >= b[i]`` (float32, b[0] = -inf, cached)."""
+    if "b" not in _tables:
+        _tables["b"] = C.logit_boundaries()
+    return _tables["b"]
+
+
+# ---------------------------------------------------------------------------------------------
+# input handling
+# ---------------------------------------------------------------------------------------------
+def as_frames(x: torch.Tensor, name: str = "input") -> torch.Tensor:
+    """``[N, H, W]`` view of ``[N, H, W]``, ``[N, 1, H, W]`` or ``[H, W]``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 4 and x.shape[1] == 1:
+        return x[:, 0]
+    if x.dim() == 2:
+        return x.unsqueeze(0)
+    if x.dim() != 3:
+        raise ValueError(f"{name} must be [N,H,W] (or [N,1,H,W], [H,W]); got shape {tuple(x.shape)}")
+    return x
+
+
+def _logits(x: torch.Tensor) -> torch.Tensor:
+    x = as_frames(x, "logits")
+    if not x.is_floating_point():
+        raise TypeError(f"logits must be a floating tensor, got {x.dtype}")
+    return x.to(torch.float32).contiguous()
+
+
+def _pair(logits: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = _logits(logits)
+    g = as_frames(gt, "gt")
+    if g.shape != x.shape:
+        raise ValueError(f"logits {tuple(x.shape)} and gt {tuple(g.shape)} differ in shape")
+    return x, g.to(x.device)
+
+
+def is_binary(gt: torch.Tensor) -> bool:
+    """True if every GT value is 0 or 1 (bool tensors are)."""
+    if gt.dtype == torch.bool:
+        return True
+    return bool(((gt == 0) | (gt == 1)).all())
+
+
+def _bool_gt(g: torch.Tensor) -> torch.Tensor:
+    return g if g.dtype == torch.bool else g != 0
+
+
+# ---------------------------------------------------------------------------------------------
+# mIoU / J  (§5.1, §5.4)
+# ---------------------------------------------------------------------------------------------
+def frame_iou(logits: torch.Tensor, gt: torch.Tensor, logit_threshold: float = C.LOGIT_GT_HALF) -> torch.Tensor:
+    """Per-frame IoU of ``mask_iou`` (float32 ``[N]``): ``x >= logit_threshold`` is foreground;
+    an empty-GT frame scores its true-negative fraction; ``I / (U + 1e-7)`` in float32."""
+    x, g = _pair(logits, gt)
+    n, h, w = x.shape
+    num_pixels = h * w
+    pred = x >= logit_threshold
+    if is_binary(g):
+        gb = _bool_gt(g)
+        dims = (1, 2)
+        cp = torch.count_nonzero(pred, dim=dims)
+        cg = torch.count_nonzero(gb, dim=dims)
+        ci = torch.count_nonzero(pred & gb, dim=dims)
+        empty = cg == 0
+        inter = torch.where(empty, num_pixels - cp, ci).to(torch.float32)
+        union = torch.where(empty, torch.full_like(cp, num_pixels), cp + cg - ci).to(torch.float32)
+    else:  # soft targets: the official float32 expression, reduction order included
+        p = pred.int()
+        t = g.to(torch.float32)
+        empty = t.sum(2).sum(1) == 0
+        inter = (p * t).sum(2).sum(1)
+        union = torch.max(p, t).sum(2).sum(1)
+        inter_empty = ((1 - t) * (1 - p)).sum(2).sum(1)
+        inter[empty] = inter_empty[empty]
+        union[empty] = num_pixels
+    return inter / (union + C.MIOU_EPS)
+
+
+def mean_iou_of_call(ious: torch.Tensor) -> torch.Tensor:
+    """``torch.sum(iou) / N`` as the official ``mask_iou`` returns it (0-d float32)."""
+    return torch.sum(ious) / ious.shape[0]
+
+
+def avs_miou(logits: torch.Tensor, gt: torch.Tensor) -> float:
+    """AVSBench ``mask_iou`` of one call (sigma > 0.5, empty GT -> TN ratio, frame mean)."""
+    return mean_iou_of_call(frame_iou(logits, gt, C.LOGIT_GT_HALF)).item()
+
+
+def refavs_j(logits: torch.Tensor, gt: torch.Tensor) -> float:
+    """Ref-AVS J of one call: ``mask_iou`` with sigma > 0.4."""
+    return mean_iou_of_call(frame_iou(logits, gt, C.LOGIT_GT_0_4)).item()
+
+
+# ---------------------------------------------------------------------------------------------
+# F-measure (§5.2)
+# ---------------------------------------------------------------------------------------------
+def _chunks(n: int, p: int):
+    """(frame_start, frame_end, pixel_start, pixel_end) pieces of about _CHUNK pixels."""
+    if p >= _CHUNK:
+        for f in range(n):
+            for p0 in range(0, p, _CHUNK):
+                yield f, f + 1, p0, min(p, p0 + _CHUNK)
+    else:
+        step = max(1, _CHUNK // p)
+        for s in range(0, n, step):
+            yield s, min(n, s + step), 0, p
+
+
+def exact_buckets(x: torch.Tensor) -> torch.Tensor:
+    """Number of thresholds each logit passes (0..255; NaN passes none), by binary search."""
+    b = logit_boundaries()
+    j = torch.bucketize(x, b, right=True)
+    return torch.where(torch.isnan(x), torch.zeros_like(j), j)
+
+
+_CLAMP = 11.0  # |x| beyond this: sigmoid saturates in the estimate; 254·σ(±11) stays 4e-3 off an integer
+
+
+def _bucket_keys(xc: torch.Tensor, g8: Optional[torch.Tensor]) -> torch.Tensor:
+    """int32 ``256·g + bucket`` for a chunk of logits (``g8``: uint8 GT of the chunk, or None).
+
+    Estimate: ``floor(254·σ(clamp(x, ±11)) + 1 + eps)``, plus 1 where ``x >= b[254]`` (the clamp
+    keeps saturated pixels away from the integer at 254); estimates within ``eps`` of an integer
+    are replaced by the exact binary-search bucket.
+    """
+    b = logit_boundaries()
+    shape = xc.shape
+    base = torch.full(shape, 1 + _EPS_U) if g8 is None else torch.add(torch.full((1, 1), 1 + _EPS_U), g8, alpha=256)
+    sig = torch.clamp(xc, -_CLAMP, _CLAMP).sigmoid_()
+    if not math.isfinite(float(sig.sum())):  # NaN somewhere: every pixel the exact way
+        keys = exact_buckets(xc).to(torch.int32)
+        return keys if g8 is None else keys + g8.to(torch.int32) * 256
+    base += xc >= b[254]
+    v = base.add_(sig, alpha=254.0)
+    keys = v.to(torch.int32)
+    frac = v.sub_(keys)
+    amb = torch.nonzero((frac < 2 * _EPS_U).view(-1)).squeeze(1)
+    if amb.numel():
+        flat = keys.view(-1)
+        approx = flat[amb]
+        exact = exact_buckets(xc.reshape(-1)[amb]).to(torch.int32)
+        flat[amb] = approx - approx % 256 + exact
+    return keys
+
+
+def pr_histograms(logits: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame bucket histograms ``(all [N,256] int64, gt [N,256])``: ``gt`` is int64 for binary
+    GT, float64 (sum of GT weights) for soft GT. Bucket j = number of thresholds passed."""
+    x, g = _pair(logits, gt)
+    n = x.shape[0]
+    p = x[0].numel() if n else 0
+    xf = x.reshape(n, p)
+    binary = is_binary(g)
+    if binary:
+        g8 = _bool_gt(g).reshape(n, p).view(torch.uint8)
+        hist = torch.zeros(n, 2, 256, dtype=torch.int64)
+    else:
+        gw = g.reshape(n, p).to(torch.float64)
+        h_all = torch.zeros(n, 256, dtype=torch.int64)
+        h_gt = torch.zeros(n, 256, dtype=torch.float64)
+    for s, e, p0, p1 in _chunks(n, p):
+        m = e - s
+        xc = xf[s:e, p0:p1]
+        if binary:
+            keys = _bucket_keys(xc, g8[s:e, p0:p1])
+            keys += (torch.arange(m, dtype=torch.int32) * 512).view(m, 1)
+            hist[s:e] += torch.bincount(keys.view(-1), minlength=m * 512).view(m, 2, 256)
+        else:
+            keys = _bucket_keys(xc, None)
+            keys += (torch.arange(m, dtype=torch.int32) * 256).view(m, 1)
+            flat = keys.view(-1)
+            h_all[s:e] += torch.bincount(flat, minlength=m * 256).view(m, 256)
+            h_gt[s:e] += torch.bincount(flat, weights=gw[s:e, p0:p1].reshape(-1), minlength=m * 256).view(m, 256)
+    if binary:
+        return hist[:, 0] + hist[:, 1], hist[:, 1]
+    return h_all, h_gt
+
+
+def _tail_sums(h: torch.Tensor) -> torch.Tensor:
+    """``out[:, i] = sum_{j > i} h[:, j]`` for i = 0..254 (pixels passing threshold i)."""
+    return h.flip(-1).cumsum(-1).flip(-1)[:, 1:]
+
+
+def pr_curve_counts(logits: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every frame and all 255 thresholds at once: ``(tp [N,255], np [N,255])``.
+
+    ``np[k, i]`` = pixels of frame k with ``sigmoid >= thr[i]``, ``tp`` = those that are GT
+    (int64; float64 sums of GT values for soft GT). Identical to the official per-threshold counts.
+    """
+    h_all, h_gt = pr_histograms(logits, gt)
+    return _tail_sums(h_gt), _tail_sums(h_all)
+
+
+def gt_stats(gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ng float32 [N], positive bool [N])``: GT sum per frame, and ``mean(gt) != 0`` (frames F uses)."""
+    g = as_frames(gt, "gt")
+    if is_binary(g):
+        ng = torch.count_nonzero(_bool_gt(g), dim=(1, 2))
+        return ng.to(torch.float32), ng > 0
+    t = g.to(torch.float32)
+    ng = torch.stack([t[k].sum() for k in range(t.shape[0])]) if t.shape[0] else torch.zeros(0)
+    pos = torch.stack([torch.mean(t[k]) != 0.0 for k in range(t.shape[0])]) if t.shape[0] else torch.zeros(0, dtype=torch.bool)
+    return ng, pos
+
+
+def frame_f_curves(tp: torch.Tensor, pp: torch.Tensor, ng: torch.Tensor) -> torch.Tensor:
+    """Per-frame F curves (float32 ``[N,255]``) in the official operation order, NaN -> 0."""
+    tp = tp.to(torch.float32)
+    pp = pp.to(torch.float32)
+    ng = ng.to(torch.float32).reshape(-1, 1)
+    prec = tp / (pp + C.FMEASURE_EPS)
+    rec = tp / (ng + C.FMEASURE_EPS)
+    f = (1 + C.BETA2) * prec * rec / (C.BETA2 * prec + rec)
+    f[f != f] = 0
+    return f
+
+
+def max_f(curves: torch.Tensor) -> float:
+    """Official reduction of the curves of one call's GT-positive frames: float32 running sum in
+    frame order, divided by the frame count, max over thresholds; 0.0 without such frames."""
+    k = curves.shape[0]
+    if k == 0:
+        return 0.0
+    acc = curves[0].clone()
+    for i in range(1, k):
+        acc = acc + curves[i]
+    return (acc / k).max().item()
+
+
+def avs_fscore(logits: torch.Tensor, gt: torch.Tensor) -> float:
+    """AVSBench ``Eval_Fmeasure`` of one call: beta^2 = 0.3, 255 thresholds, curve averaged over
+    the GT-positive frames of the call, then max."""
+    tp, pp = pr_curve_counts(logits, gt)
+    ng, pos = gt_stats(gt)
+    return max_f(frame_f_curves(tp, pp, ng)[pos])
+
+
+def refavs_f(logits: torch.Tensor, gt: torch.Tensor) -> float:
+    """Ref-AVS F: identical to :func:`avs_fscore` (per batch of 40 frames in the official code)."""
+    return avs_fscore(logits, gt)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ref-AVS S (§5.4)
+# ---------------------------------------------------------------------------------------------
+def foreground_count(logits: torch.Tensor, logit_threshold: float = C.LOGIT_GT_HALF) -> int:
+    """Pixels with ``sigmoid > 0.5`` (by default) over the whole call."""
+    return int(torch.count_nonzero(_logits(logits) >= logit_threshold))
+
+
+def s_from_counts(count: int, pixels: int) -> float:
+    """``torch.sqrt(count / pixels)`` as the official code evaluates it (float32 division, sqrt)."""
+    return torch.sqrt(torch.tensor(count, dtype=torch.int64) / pixels).item()
+
+
+def refavs_s(logits: torch.Tensor) -> float:
+    """Ref-AVS null-split S of one call: sqrt of the foreground fraction of all its pixels."""
+    x = _logits(logits)
+    return s_from_counts(foreground_count(x), x.numel())
+
+
+# ---------------------------------------------------------------------------------------------
+# AVSS (§5.5)
+# ---------------------------------------------------------------------------------------------
+def avss_class_map(pred: torch.Tensor) -> torch.Tensor:
+    """int64 ``[N,H,W]`` labels: argmax of float32 softmax over dim 1 for logits ``[N,C,H,W]``
+    (so float32 softmax ties go to the lowest index, as officially), or integer maps as given."""
+    if pred.dim() == 4:
+        out = torch.empty((pred.shape[0], *pred.shape[2:]), dtype=torch.int64)
+        for k in range(pred.shape[0]):  # per frame: same kernel path, bounded memory
+            out[k] = torch.argmax(torch.softmax(pred[k : k + 1].to(torch.float32), dim=1), dim=1)[0]
+        return out
+    if pred.dim() == 2:
+        pred = pred.unsqueeze(0)
+    if pred.dim() != 3 or pred.is_floating_point():
+        raise ValueError("AVSS predictions are logits [N,C,H,W] or integer class maps [N,H,W]")
+    return pred.long()
+
+
+def avss_frame_counts(pred: torch.Tensor, gt: torch.Tensor, num_classes: int = C.AVSS_NUM_CLASSES):
+    """Per-frame ``(inter, area_pred, area_lab)``, int64 ``[N, C]`` (one bincount for all frames)."""
+    p = avss_class_map(pred)
+    t = as_frames(gt, "gt").long()
+    if p.shape != t.shape:
+        raise ValueError(f"AVSS prediction {tuple(p.shape)} and gt {tuple(t.shape)} differ in shape")
+    n = p.shape[0]
+    if n and (int(p.min()) < 0 or int(p.max()) >= num_classes or int(t.min()) < 0 or int(t.max()) >= num_classes):
+        raise ValueError(f"AVSS class indices must lie in 0..{num_classes - 1}")
+    offs = (torch.arange(n) * num_classes).view(n, 1, 1)
+    size = n * num_classes
+    area_pred = torch.bincount((p + offs).view(-1), minlength=size).view(n, num_classes)
+    area_lab = torch.bincount((t + offs).view(-1), minlength=size).view(n, num_classes)
+    hit = p == t
+    inter = torch.bincount((p + offs)[hit], minlength=size).view(n, num_classes)
+    return inter, area_pred, area_lab
+
+
+def avss_frame_scores(inter: torch.Tensor, area_pred: torch.Tensor, area_lab: torch.Tensor):
+    """Per-frame, per-class ``(iou, fscore, present)`` float32 in the official operation order."""
+    i = inter.to(torch.float32)
+    a_p = area_pred.to(torch.float32)
+    a_l = area_lab.to(torch.float32)
+    union = a_p + a_l - i
+    iou = 1.0 * i / (C.AVSS_IOU_EPS + union)
+    precision = i / a_p
+    recall = i / a_l
+    fs = (1 + C.BETA2) * precision * recall / (C.BETA2 * precision + recall)
+    fs[fs != fs] = 0
+    return iou, fs, union > 0
+
+
+@dataclass
+class AvssState:
+    """Running official AVSS sums (float32 ``[C]``), as avss/test.py keeps them."""
+
+    iou_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(C.AVSS_NUM_CLASSES))
+    f_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(C.AVSS_NUM_CLASSES))
+    count: torch.Tensor = field(default_factory=lambda: torch.zeros(C.AVSS_NUM_CLASSES))
+
+
+def avss_call_sums(iou: torch.Tensor, fs: torch.Tensor, present: torch.Tensor):
+    """One call's per-class sums: float32, frame after frame from zero (official order)."""
+    c = iou.shape[1] if iou.dim() == 2 else C.AVSS_NUM_CLASSES
+    s_iou, s_f, s_c = torch.zeros(c), torch.zeros(c), torch.zeros(c)
+    for k in range(iou.shape[0]):
+        s_iou += iou[k]
+        s_f += fs[k]
+        s_c[present[k]] += 1
+    return s_iou, s_f, s_c
+
+
+def avss_accumulate(pred: torch.Tensor, gt: torch.Tensor, state: Optional[AvssState] = None,
+                    num_classes: int = C.AVSS_NUM_CLASSES) -> AvssState:
+    """Add one official call (``calc_color_miou_fscore`` on its frames, padded frames included) to
+    ``state`` (a new one if None) and return it."""
+    state = state or AvssState(torch.zeros(num_classes), torch.zeros(num_classes), torch.zeros(num_classes))
+    s_iou, s_f, s_c = avss_call_sums(*avss_frame_scores(*avss_frame_counts(pred, gt, num_classes)))
+    state.iou_sum += s_iou
+    state.f_sum += s_f
+    state.count += s_c
+    return state
+
+
+def avss_finalize(state: AvssState, nobg_index: int = C.AVSS_NOBG_DROPPED_INDEX) -> dict[str, float]:
+    """mIoU / F over ALL classes (never-seen classes count as 0) and the noBg variants, which drop
+    index ``nobg_index`` (70, as the official code does)."""
+    miou = state.iou_sum / state.count
+    miou[torch.isnan(miou)] = 0
+    fsc = state.f_sum / state.count
+    fsc[torch.isnan(fsc)] = 0
+    keep = [c for c in range(miou.shape[0]) if c != nobg_index]
+    return {
+        "mIoU": torch.mean(miou).item(),
+        "F": torch.mean(fsc).item(),
+        "mIoU_noBg": torch.mean(miou[keep]).item(),
+        "F_noBg": torch.mean(fsc[keep]).item(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# DAVIS region J and boundary F (§5.6), for reference: not used by any official AVS protocol
+# ---------------------------------------------------------------------------------------------
+def davis_j_frames(logits: torch.Tensor, gt: torch.Tensor, logit_threshold: float = C.LOGIT_GT_HALF) -> torch.Tensor:
+    """Per-frame DAVIS J (float64): |A∩B|/|A∪B|, 1 when both are empty."""
+    x, g = _pair(logits, gt)
+    p = x >= logit_threshold
+    gb = _bool_gt(g) if is_binary(g) else g >= 0.5
+    inter = torch.count_nonzero(p & gb, dim=(1, 2)).double()
+    union = torch.count_nonzero(p | gb, dim=(1, 2)).double()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+def davis_j(logits: torch.Tensor, gt: torch.Tensor, logit_threshold: float = C.LOGIT_GT_HALF) -> float:
+    """Mean DAVIS J over the frames (prediction = ``sigmoid > 0.5`` by default)."""
+    return float(davis_j_frames(logits, gt, logit_threshold).mean())
+
+
+def boundary_map(seg: torch.Tensor) -> torch.Tensor:
+    """DAVIS 1-px boundaries of bool ``[N,H,W]`` masks: a pixel that differs from its right, lower
+    or lower-right neighbour (outside = background); the last row only compares with its right
+    neighbour, the last column only with the one below, and the bottom-right pixel is never set."""
+    right = torch.zeros_like(seg)
+    down = torch.zeros_like(seg)
+    diag = torch.zeros_like(seg)
+    right[:, :, :-1] = seg[:, :, 1:]
+    down[:, :-1, :] = seg[:, 1:, :]
+    diag[:, :-1, :-1] = seg[:, 1:, 1:]
+    b = (seg ^ right) | (seg ^ down) | (seg ^ diag)
+    b[:, -1, :] = seg[:, -1, :] ^ right[:, -1, :]
+    b[:, :, -1] = seg[:, :, -1] ^ down[:, :, -1]
+    b[:, -1, -1] = False
+    return b
+
+
+def dilate_disk(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Binary dilation of bool ``[N,H,W]`` by the disk ``dx²+dy² <= r²``: one horizontal max-pool
+    per distinct half-width, shifted vertically (O(r) passes instead of an O(r²) kernel)."""
+    if radius <= 0:
+        return mask.clone()
+    n, h, w = mask.shape
+    m = mask.to(torch.float32).unsqueeze(1)
+    out = torch.zeros_like(mask)
+    pooled: dict[int, torch.Tensor] = {}
+    for dy in range(-radius, radius + 1):
+        half = math.isqrt(radius * radius - dy * dy)
+        if half not in pooled:
+            pooled[half] = torch.nn.functional.max_pool2d(m, (1, 2 * half + 1), stride=1, padding=(0, half))[:, 0] > 0
+        row = pooled[half]
+        if dy >= 0:  # out[y] |= row[y + dy]
+            out[:, : h - dy] |= row[:, dy:]
+        else:
+            out[:, -dy:] |= row[:, : h + dy]
+    return out
+
+
+def davis_boundary_f_frames(logits: torch.Tensor, gt: torch.Tensor, bound_th: float = 0.008,
+                            logit_threshold: float = C.LOGIT_GT_HALF) -> torch.Tensor:
+    """Per-frame DAVIS boundary F (float64), tolerance ``ceil(bound_th · diagonal)`` pixels."""
+    x, g = _pair(logits, gt)
+    _, h, w = x.shape
+    radius = int(math.ceil(bound_th * math.hypot(h, w))) if bound_th < 1 else int(bound_th)
+    fb = boundary_map(x >= logit_threshold)
+    gb = boundary_map(_bool_gt(g) if is_binary(g) else g >= 0.5)
+    fd = dilate_disk(fb, radius)
+    gd = dilate_disk(gb, radius)
+    n_fg = torch.count_nonzero(fb, dim=(1, 2)).double()
+    n_gt = torch.count_nonzero(gb, dim=(1, 2)).double()
+    precision = torch.count_nonzero(fb & gd, dim=(1, 2)).double() / n_fg.clamp(min=1)
+    recall = torch.count_nonzero(gb & fd, dim=(1, 2)).double() / n_gt.clamp(min=1)
+    denom = precision + recall
+    f = torch.where(denom > 0, 2 * precision * recall / denom.clamp(min=1e-300), torch.zeros_like(denom))
+    f = torch.where((n_fg == 0) | (n_gt == 0), torch.zeros_like(f), f)
+    return torch.where((n_fg == 0) & (n_gt == 0), torch.ones_like(f), f)
+
+
+def davis_boundary_f(logits: torch.Tensor, gt: torch.Tensor, bound_th: float = 0.008,
+                     logit_threshold: float = C.LOGIT_GT_HALF) -> float:
+    """Mean DAVIS boundary F over the frames."""
+    return float(davis_boundary_f_frames(logits, gt, bound_th, logit_threshold).mean())

@@ -1,0 +1,293 @@
+"""Prediction folders for ``avskit eval``: naming, scanning, decoding, validation.
+
+Layout: ``DIR/<sample_key>/<frame_index>.{npy,npz,png}`` — one file per scored frame; the
+sample key is the manifest's, the frame index is the 0-based position in the manifest's
+``frames`` list (AVSS: indices ``num_frames..9`` may hold the predictions of the padded frames).
+
+Binary tasks (S4, MS3, Ref-AVS):
+* ``.npy`` / ``.npz``: float logits ``[H,W]`` or ``[1,H,W]``, any float dtype (float64 is rounded to
+  float32, the dtype the official code scores); NaN and ±inf are rejected (clip logits instead,
+  e.g. to ±1e4 — float16 overflows to inf above 65504). A bool array is a mask (see PNG).
+* ``.png``: a mask. Grey or palette PNGs: foreground = value >= 128, or value == 1 when the
+  file's largest value is 1 (0/1 masks); 1-bit PNGs as they are. Foreground becomes logit
+  +1e4 and background -1e4 (sigmoid exactly 1 and 0), so every threshold of the F curve is
+  defined: a mask passes all thresholds up to 1.0 on its foreground and only threshold 0
+  elsewhere. RGB(A) PNGs must be grey (R = G = B).
+
+AVSS: integer class maps ``[H,W]`` (``.npy``/``.npz`` of any integer dtype, or a grey/palette PNG
+of class indices 0..70, or an RGB PNG in the AVSS palette) or float logits ``[71,H,W]``
+(argmax of the float32 softmax, as officially).
+
+numpy, PIL and torch are imported inside the functions (the CLI imports this module lazily anyway).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from avsbench_kit.errors import DataError
+
+SUFFIXES = (".npy", ".npz", ".png")
+#: Logit magnitude given to mask foreground (+) and background (-).
+MASK_LOGIT = 1e4
+#: ``--pred`` values that name a reference predictor instead of a folder.
+REFERENCE_PREDICTORS = ("empty", "full", "gt")
+RESIZE_MODES = ("nearest", "bilinear")
+NAMING = "DIR/<sample_key>/<frame_index>.{npy,npz,png} (frame index = position in the manifest's frames list, from 0)"
+
+
+@dataclass
+class PredictionIndex:
+    """What a prediction folder holds: ``files[sample_key][frame_index] = path``, plus strays."""
+
+    root: Path
+    files: dict[str, dict[int, Path]] = field(default_factory=dict)
+    stray: list[tuple[Path, str]] = field(default_factory=list)  # (path, why it is not a prediction)
+
+
+def scan(root: str | Path) -> PredictionIndex:
+    """Index ``root`` (two directory levels, no file is opened)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(
+            f"prediction folder {root} does not exist" if not root.exists() else f"{root} is not a folder",
+            hint=f"--pred takes a folder laid out as {NAMING}, or one of {', '.join(REFERENCE_PREDICTORS)}",
+        )
+    index = PredictionIndex(root)
+    with os.scandir(root) as top:
+        entries = sorted(top, key=lambda e: e.name)
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            index.stray.append((Path(entry.path), "a file directly in the prediction folder (expected sample sub-folders)"))
+            continue
+        frames: dict[int, Path] = {}
+        with os.scandir(entry.path) as sub:
+            names = sorted(e.name for e in sub)
+        for name in names:
+            if name.startswith("."):
+                continue
+            path = Path(entry.path) / name
+            stem, dot, suffix = name.rpartition(".")
+            suffix = "." + suffix.lower() if dot else ""
+            if suffix not in SUFFIXES or not stem.isdigit() or str(int(stem)) != stem:
+                index.stray.append((path, "not named <frame_index>.npy|.npz|.png"))
+                continue
+            k = int(stem)
+            if k in frames:
+                index.stray.append((path, f"a second file for frame {k} (also {frames[k].name})"))
+                continue
+            frames[k] = path
+        index.files[entry.name] = frames
+    return index
+
+
+# ---------------------------------------------------------------------------------------------
+# decoding
+# ---------------------------------------------------------------------------------------------
+def _bad(path: Path, what: str, hint: str) -> DataError:
+    return DataError(f"prediction {path}: {what}", hint=hint)
+
+
+_FLOAT_HINT = "save float logits with numpy.save (float16/float32), or a 0/255 PNG mask"
+
+
+def _read_array(path: Path):
+    import numpy as np
+
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as z:
+            names = list(z.files)
+            if "logits" in names:
+                return z["logits"]
+            if len(names) != 1:
+                raise _bad(path, f"holds arrays {names}", "store one array, or name it 'logits'")
+            return z[names[0]]
+    except DataError:
+        raise
+    except Exception as exc:  # numpy raises ValueError/OSError/zipfile errors for bad files
+        raise _bad(path, f"cannot be read ({type(exc).__name__}: {exc})", _FLOAT_HINT) from exc
+
+
+def _read_png(path: Path):
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            arr = np.asarray(img)
+    except Exception as exc:
+        raise _bad(path, f"cannot be read as PNG ({exc})", "rewrite it as a grey 0/255 PNG") from exc
+    return mode, arr
+
+
+def _mask_to_logits(fg):
+    import numpy as np
+
+    return np.where(fg, np.float32(MASK_LOGIT), np.float32(-MASK_LOGIT)).astype(np.float32)
+
+
+def _png_binary(path: Path):
+    import numpy as np
+
+    mode, arr = _read_png(path)
+    if arr.ndim == 3:
+        if arr.shape[2] == 4:
+            arr = arr[..., :3]
+        if not ((arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all()):
+            raise _bad(path, f"is a colour ({mode}) PNG", "binary masks must be grey (0 = background, 255 = foreground)")
+        arr = arr[..., 0]
+    if arr.dtype == bool:
+        return _mask_to_logits(arr)
+    if arr.size and int(arr.max()) <= 1:  # a 0/1 mask
+        return _mask_to_logits(arr == 1)
+    if arr.dtype == np.uint8:
+        return _mask_to_logits(arr >= 128)
+    if arr.dtype == np.uint16:
+        return _mask_to_logits(arr >= 32768)
+    raise _bad(path, f"is a {mode} PNG", "binary masks must be 8-bit grey (0 / 255), palette or 1-bit PNGs")
+
+
+def _check_finite(path: Path, arr) -> None:
+    import numpy as np
+
+    if not np.isfinite(arr).all():
+        what = "NaN" if np.isnan(arr).any() else "±inf"
+        raise _bad(
+            path,
+            f"contains {what} logits",
+            "logits must be finite: fix the model output, or clip it (e.g. to ±1e4; float16 overflows to inf above 65504)",
+        )
+
+
+def load_binary(path: Path):
+    """float32 logits ``[H,W]`` (numpy) of one binary-task prediction file."""
+    import numpy as np
+
+    if path.suffix.lower() == ".png":
+        return _png_binary(path)
+    arr = _read_array(path)
+    while arr.ndim > 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2:
+        raise _bad(path, f"has shape {tuple(arr.shape)}", "a binary-task prediction is one frame of logits, [H,W] or [1,H,W]")
+    if arr.dtype == bool:
+        return _mask_to_logits(arr)
+    if arr.dtype.kind != "f":
+        raise _bad(path, f"has dtype {arr.dtype}", _FLOAT_HINT + " (integer arrays are ambiguous: 0/1 or 0/255?)")
+    arr = arr.astype(np.float32, copy=False)
+    _check_finite(path, arr)
+    return arr
+
+
+def load_avss(path: Path, num_classes: int = 71):
+    """AVSS prediction: ``("labels", int64 [H,W])`` or ``("logits", float32 [C,H,W])``."""
+    import numpy as np
+
+    hint = f"AVSS predictions are class maps (integer [H,W] .npy, or a PNG of indices 0..{num_classes - 1} or AVSS palette colours) or float logits [{num_classes},H,W]"
+    if path.suffix.lower() == ".png":
+        mode, arr = _read_png(path)
+        if arr.ndim == 3:
+            from avsbench_kit.data.masks import avss_palette
+
+            rgb = arr[..., :3].astype(np.int64)
+            pal = avss_palette().astype(np.int64)
+            codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+            pal_codes = (pal[:, 0] << 16) | (pal[:, 1] << 8) | pal[:, 2]
+            lookup = {int(c): i for i, c in enumerate(pal_codes)}
+            uniq = np.unique(codes)
+            unknown = [int(u) for u in uniq if int(u) not in lookup]
+            if unknown:
+                u = unknown[0]
+                raise _bad(path, f"has colour ({u >> 16},{(u >> 8) & 255},{u & 255}) outside the AVSS palette", hint)
+            lut_keys = np.array(sorted(lookup), dtype=np.int64)
+            lut_vals = np.array([lookup[int(k)] for k in lut_keys], dtype=np.int64)
+            return "labels", lut_vals[np.searchsorted(lut_keys, codes)]
+        arr = arr.astype(np.int64)
+    else:
+        arr = _read_array(path)
+        while arr.ndim > 3 and arr.shape[0] == 1:
+            arr = arr[0]
+        if arr.dtype.kind == "f":
+            if arr.ndim != 3 or arr.shape[0] != num_classes:
+                raise _bad(path, f"float array of shape {tuple(arr.shape)}", hint)
+            arr = arr.astype(np.float32, copy=False)
+            _check_finite(path, arr)
+            return "logits", arr
+        if arr.dtype.kind not in "iu":
+            raise _bad(path, f"has dtype {arr.dtype}", hint)
+        if arr.ndim == 3 and arr.shape[0] == 1:
+            arr = arr[0]
+        if arr.ndim != 2:
+            raise _bad(path, f"integer array of shape {tuple(arr.shape)}", hint)
+        arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+        raise _bad(path, f"has class index {int(arr.max()) if arr.max() >= num_classes else int(arr.min())}", hint)
+    return "labels", arr
+
+
+# ---------------------------------------------------------------------------------------------
+# resolution
+# ---------------------------------------------------------------------------------------------
+def fit_size(arr, size: tuple[int, int], path: Path, resize: Optional[str], scored_as: str, labels: bool = False):
+    """``arr`` (``[H,W]`` or ``[C,H,W]`` numpy) at ``size``, resampled only when ``resize`` says so."""
+    import numpy as np
+
+    have = tuple(arr.shape[-2:])
+    if have == tuple(size):
+        return arr, False
+    if resize is None:
+        raise _bad(
+            path,
+            f"is {have[1]}x{have[0]}, but {scored_as} is scored at {size[1]}x{size[0]}",
+            f"save predictions at {size[1]}x{size[0]}, or pass --resize nearest|bilinear to resample them "
+            "(that changes the numbers: report it)",
+        )
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    t = t.reshape(1, -1, *have).to(torch.float32)
+    mode = "nearest" if labels else resize
+    kwargs = {} if mode == "nearest" else {"align_corners": False}
+    out = torch.nn.functional.interpolate(t, size=tuple(size), mode=mode, **kwargs)[0]
+    out = out.reshape(*arr.shape[:-2], *size).numpy()
+    return (out.round().astype(np.int64) if labels else out.astype(np.float32)), True
+
+
+# ---------------------------------------------------------------------------------------------
+# reference predictors
+# ---------------------------------------------------------------------------------------------
+def reference_prediction(name: str, gt, task: str):
+    """Predictions of a reference predictor for one sample's GT ``[T,H,W]`` (numpy)."""
+    import numpy as np
+
+    if task == "avss":
+        if name == "empty":
+            return np.zeros(gt.shape, dtype=np.int64)
+        if name == "gt":
+            return gt.astype(np.int64)
+        raise DataError("--pred full is not defined for avss (which class would 'full' be?)",
+                        hint="use --pred empty or --pred gt as AVSS anchors")
+    if name == "empty":
+        return np.full(gt.shape, -MASK_LOGIT, dtype=np.float32)
+    if name == "full":
+        return np.full(gt.shape, MASK_LOGIT, dtype=np.float32)
+    if name == "gt":
+        return _mask_to_logits(gt >= 0.5)
+    raise ValueError(name)
+
+
+def describe_missing(root: Path, key: str, frame: int) -> str:
+    return f"{root}/{key}/{frame}.npy|.npz|.png"
+
+
+def first(items: list[Any], n: int = 3) -> str:
+    return ", ".join(str(i) for i in items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
