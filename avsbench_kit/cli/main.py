@@ -14,7 +14,6 @@ from avsbench_kit.cli import features as features_cli
 from avsbench_kit.cli import prepare as prepare_cli
 from avsbench_kit.cli import leaderboard as leaderboard_cli
 from avsbench_kit.cli import regress as regress_cli
-from avsbench_kit.cli import run as run_cli
 from avsbench_kit.cli import runs as runs_cli
 from avsbench_kit.cli.common import console, err_console
 from avsbench_kit.errors import AvsKitError
@@ -54,7 +53,6 @@ eval_cli.register(app)
 app.add_typer(runs_cli.app, name="runs")
 leaderboard_cli.register(app)
 regress_cli.register(app)
-run_cli.register(app)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
