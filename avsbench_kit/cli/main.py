@@ -14,6 +14,7 @@ from avsbench_kit.cli import features as features_cli
 from avsbench_kit.cli import prepare as prepare_cli
 from avsbench_kit.cli import leaderboard as leaderboard_cli
 from avsbench_kit.cli import regress as regress_cli
+from avsbench_kit.cli import run as run_cli
 from avsbench_kit.cli import runs as runs_cli
 from avsbench_kit.cli.common import console, err_console
 from avsbench_kit.errors import AvsKitError
@@ -53,6 +54,7 @@ eval_cli.register(app)
 app.add_typer(runs_cli.app, name="runs")
 leaderboard_cli.register(app)
 regress_cli.register(app)
+run_cli.register(app)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -64,9 +66,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     except AvsKitError as exc:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
         if exc.hint:
-            err_console.print(f"[dim]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
+            err_console.print(f"[dim]hint:[/] {escape(exc.hint)}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -94,17 +94,25 @@ def referenced_files(row: dict[str, Any]) -> list[str]:
 
 
 def tree_listing(root: Path, subdirs: Iterable[str], suffixes: tuple[str, ...]) -> list[tuple[str, int]]:
-    """Sorted (relative path, size) of every media file below ``root/subdir``."""
+    """Sorted (relative path, size) of every media file below ``root/subdir``.
+
+    Plain ``os.scandir`` on strings: a real release has ~10^5 files and Path objects per file
+    cost more than the listing itself.
+    """
     listing: list[tuple[str, int]] = []
-    for sub in subdirs:
-        base = root / sub
-        if not base.exists():
+    stack = [(os.path.join(root, sub), sub) for sub in subdirs]
+    while stack:
+        full_dir, rel_dir = stack.pop()
+        try:
+            entries = list(os.scandir(full_dir))
+        except FileNotFoundError:
             continue
-        for dirpath, _dirnames, filenames in os.walk(base):
-            for name in filenames:
-                if name.lower().endswith(suffixes):
-                    full = Path(dirpath) / name
-                    listing.append((full.relative_to(root).as_posix(), full.stat().st_size))
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}"
+            if entry.is_dir(follow_symlinks=True):
+                stack.append((entry.path, rel))
+            elif entry.name.lower().endswith(suffixes):
+                listing.append((rel, entry.stat().st_size))
     listing.sort()
     return listing
 
