@@ -75,7 +75,7 @@ def export_hf(manifest: Manifest, out_dir: str | Path) -> Path:
         info = datasets.DatasetInfo(description=description, dataset_name=manifest.dataset, features=features)
         parts[split] = datasets.Dataset.from_dict(columns, info=info, split=split)
     ddict = datasets.DatasetDict(parts)
-    from avsbench_kit.data.shards import shared_mode
+    from avsbench_kit.atomic import shared_mode
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))

@@ -89,18 +89,8 @@ def _read_source(root: Path, rel: str, key: str) -> bytes:
         ) from exc
 
 
-def shared_mode(directory: bool = False) -> int:
-    """The mode a normal file/dir creation would get under the current umask (mkstemp gives 0600)."""
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    return (0o777 if directory else 0o666) & ~mask
-
-
 def _write_shard(path: Path, rows: list[dict[str, Any]], root: Path, advance) -> None:
     with atomic_path(path) as tmp:
-        tmp.chmod(shared_mode())  # shards are data others read: not the temp file's 0600
         with open(tmp, "wb") as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for row in rows:
                 key = row["sample_key"]
@@ -180,7 +170,6 @@ def export_shards(
     }
     index_path = out / "index.json"
     write_json(index_path, index)
-    index_path.chmod(shared_mode())
     listed = {entry["file"] for s in index_splits.values() for entry in s["shards"]}
     for stale in out.glob("*.tar"):  # left over from an export with another samples_per_shard
         if stale.name not in listed:
