@@ -160,7 +160,7 @@ class _OfficialBinary:
         return {m: out[m] for m in self.metrics}
 
     def info(self) -> dict[str, Any]:
-        return {"batches": self.batches, "batch_size": self.p.batch_size}
+        return {"batches": self.batches + bool(self.batch), "batch_size": self.p.batch_size}
 
 
 class _ClipBinary:
@@ -236,8 +236,9 @@ class _OfficialAvss:
         return Fn.avss_finalize(state)
 
     def info(self) -> dict[str, Any]:
-        return {"batches": self.batches, "batch_size": self.p.batch_size,
-                "classes_seen": int((self.state.count > 0).sum())}
+        count = self.state.count + (self._call(self.batch)[2] if self.batch else 0)
+        return {"batches": self.batches + bool(self.batch), "batch_size": self.p.batch_size,
+                "classes_seen": int((count > 0).sum())}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,171 @@
+"""Streaming evaluator vs the official test-script loops (reference), with in-memory GT."""
+
+from __future__ import annotations
+
+import gc
+import math
+import weakref
+
+import numpy as np
+import pytest
+import torch
+
+import official_reference as R
+from avsbench_kit.metrics import functional as Fn
+from avsbench_kit.metrics.evaluator import Evaluator
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def ulps(a: float, b: float) -> int:
+    ia = int(np.array([a], dtype=np.float32).view(np.int32)[0])
+    ib = int(np.array([b], dtype=np.float32).view(np.int32)[0])
+    return abs(ia - ib)
+
+
+def make_clips(n: int, t: int, h: int, w: int, seed: int, soft_gt: bool = False):
+    g = torch.Generator().manual_seed(seed)
+    preds, gts = [], []
+    for i in range(n):
+        low = torch.rand(t, 1, h // 4, w // 4, generator=g)
+        gt = (torch.nn.functional.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)[:, 0] < 0.35).float()
+        if soft_gt:
+            gt = gt * torch.randint(1, 4, (t, h, w), generator=g).float() * (85 / 255)
+        x = (gt - 0.5) * 4 + torch.randn(t, h, w, generator=g) * (1 + i % 3)
+        preds.append(x)
+        gts.append(gt)
+    gts[1][:] = 0  # an object-less clip
+    gts[2][0] = 0  # an object-less frame
+    return preds, gts
+
+
+def run(protocols, split, preds, gts, **kw):
+    ev = Evaluator(protocols, split, **kw)
+    for i, (x, g) in enumerate(zip(preds, gts)):
+        ev.update(f"s{i:03d}", x, g)
+    return ev.compute()
+
+
+@pytest.mark.parametrize("n", [4, 9, 10])
+def test_avsbench_v1_equals_official_test_loop(n: int) -> None:
+    preds, gts = make_clips(n, 5, 24, 24, seed=n)
+    res = run("avsbench-v1", "test", preds, gts)
+    miou, f = R.avsbench_test(preds, gts, batch_size=4)
+    assert res.metrics["avsbench-v1"]["mIoU"] == miou
+    assert res.metrics["avsbench-v1"]["F"] == f
+    assert res.info["avsbench-v1"]["batches"] == math.ceil(n / 4)
+
+
+def test_avsbench_v1_soft_gt_within_two_ulps() -> None:
+    preds, gts = make_clips(6, 5, 20, 20, seed=3, soft_gt=True)
+    res = run("avsbench-v1", "test", preds, gts)
+    miou, f = R.avsbench_test(preds, gts)
+    assert ulps(res.metrics["avsbench-v1"]["mIoU"], miou) <= 2
+    assert abs(res.metrics["avsbench-v1"]["F"] - f) <= 2 * np.spacing(np.float32(f))
+
+
+def test_clip_variant_is_mean_of_per_clip_official_calls() -> None:
+    preds, gts = make_clips(7, 5, 16, 16, seed=5)
+    res = run(["avsbench-v1", "avsbench-clip-v1"], "test", preds, gts)
+    per_j = [R.mask_iou(x, g).item() for x, g in zip(preds, gts)]
+    per_f = [R.eval_fmeasure(x, g) for x, g in zip(preds, gts) if g.sum() > 0]
+    assert res.metrics["avsbench-clip-v1"]["mIoU"] == pytest.approx(math.fsum(per_j) / 7, abs=0)
+    assert res.metrics["avsbench-clip-v1"]["F"] == pytest.approx(math.fsum(per_f) / len(per_f), abs=0)
+    assert res.info["avsbench-clip-v1"]["samples_without_F"] == 1
+    table = res.samples
+    assert list(table["sample_key"]) == [f"s{i:03d}" for i in range(7)]
+    assert table["mIoU"].tolist() == per_j
+    assert math.isnan(table.loc[1, "F"])
+    assert table["batch[avsbench-v1]"].tolist() == [0, 0, 0, 0, 1, 1, 1]
+
+
+def test_refavs_v1_j_f_and_s() -> None:
+    preds, gts = make_clips(9, 10, 16, 16, seed=7)
+    res = run(["refavs-v1", "refavs-clip-v1"], "test_s", preds, gts)
+    ref = R.refavs_test(preds, gts)
+    got = res.metrics["refavs-v1"]
+    assert got["J"] == ref["J"] and got["F"] == ref["F"]
+    assert got["J&F"] == (ref["J"] + ref["F"]) / 2
+    assert set(res.metrics["refavs-clip-v1"]) == {"J", "F", "J&F"}
+    # null split: S only, sqrt per batch then float32 mean
+    zero = [torch.zeros_like(g) for g in gts]
+    res_n = run(["refavs-v1", "refavs-clip-v1"], "test_n", preds, zero)
+    assert res_n.metrics["refavs-v1"] == {"S": R.refavs_null_test(preds)}
+    per = [R.refavs_s_batch(x).item() for x in preds]
+    assert res_n.metrics["refavs-clip-v1"]["S"] == pytest.approx(math.fsum(per) / len(per), abs=0)
+    assert "S" in res_n.samples.columns
+
+
+def test_refavs_j_uses_sigma_0_4() -> None:
+    gt = torch.zeros(1, 4, 4)
+    gt[0, :2] = 1
+    x = torch.where(gt > 0, -0.3, -5.0)  # sigma(-0.3) = 0.43: foreground for J, background for mIoU
+    assert run("refavs-v1", "test_s", [x], [gt]).metrics["refavs-v1"]["J"] == pytest.approx(1.0, abs=1e-6)
+    assert run("avsbench-v1", "test", [x], [gt]).metrics["avsbench-v1"]["mIoU"] == 0.0
+
+
+def test_avss_v1_equals_official_loop_with_padding() -> None:
+    g = torch.Generator().manual_seed(11)
+    preds, gts, ref_preds = [], [], []
+    for i in range(6):
+        t = 5 if i % 2 else 10  # v1s/v1m clips (padded to 10) and v2 clips
+        gt = torch.tensor([0, 3, 17, 70])[torch.randint(0, 4, (t, 12, 12), generator=g)]
+        logits = torch.randn(t, 71, 12, 12, generator=g)
+        logits[:, [0, 3, 17, 70, 44]] += 8.0  # class 44 appears in predictions only
+        preds.append(logits)
+        gts.append(gt)
+        ref_preds.append(logits)
+    # clip 1: also give predictions for its padded frames (as files num_frames..9 would)
+    pad_logits = torch.randn(5, 71, 12, 12, generator=g)
+    pad_logits[:, [0, 44]] += 8.0
+    preds[1] = torch.cat([preds[1], pad_logits])
+    ref_preds[1] = torch.cat([Fn.avss_class_map(ref_preds[1]), Fn.avss_class_map(pad_logits)])
+    ref_preds = [p if p.dim() == 3 else Fn.avss_class_map(p) for p in ref_preds]
+    res = run("avss-v1", "test", preds, gts)
+    ref = R.avss_test(ref_preds, gts)
+    assert res.metrics["avss-v1"] == ref
+    assert res.samples["padded"].tolist() == [0, 5, 0, 5, 0, 5]
+    assert res.info["avss-v1"]["classes_seen"] == 5
+
+
+def test_compute_mid_stream_does_not_change_batches() -> None:
+    preds, gts = make_clips(10, 5, 12, 12, seed=13)
+    ev = Evaluator(["avsbench-v1"], "test")
+    for i, (x, g) in enumerate(zip(preds, gts)):
+        ev.update(str(i), x, g)
+        if i in (2, 5):
+            ev.compute()
+    assert ev.compute().metrics == run("avsbench-v1", "test", preds, gts).metrics
+
+
+def test_unannotated_frames_are_dropped() -> None:
+    """S4 train: only frame 0 is annotated; the other frames' GT and predictions do not count."""
+    preds, gts = make_clips(5, 5, 12, 12, seed=17)
+    ev = Evaluator("avsbench-v1", "train")
+    for i, (x, g) in enumerate(zip(preds, gts)):
+        ev.update(str(i), x, g, annotated=[True, False, False, False, False])
+    res = ev.compute()
+    miou, f = R.avsbench_test([x[:1] for x in preds], [g[:1] for g in gts])
+    assert res.metrics["avsbench-v1"] == {"mIoU": miou, "F": f}
+    assert res.num_frames == 5
+
+
+def test_evaluator_keeps_no_logits() -> None:
+    ev = Evaluator(["avsbench-v1", "avsbench-clip-v1"], "test")
+    x = torch.randn(5, 32, 32)
+    ref = weakref.ref(x)
+    ev.update("a", x, torch.zeros(5, 32, 32))
+    del x
+    gc.collect()
+    assert ref() is None
+
+
+def test_mixed_families_rejected() -> None:
+    with pytest.raises(ValueError):
+        Evaluator(["avsbench-v1", "refavs-v1"], "test")
