@@ -14,6 +14,7 @@ import contextlib
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -430,6 +431,17 @@ def ordered_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 2
                 fut.cancel()
 
 
+@contextlib.contextmanager
+def _naming(sample_key: str, frame: int) -> Iterator[None]:
+    """Prefix a file error with the sample and frame it belongs to."""
+    from avsbench_kit.errors import DataError
+
+    try:
+        yield
+    except DataError as exc:
+        raise DataError(f"sample {sample_key} frame {frame}: {exc.message}", hint=exc.hint) from exc
+
+
 def _required_frames(row: dict[str, Any]) -> list[int]:
     return [k for k, a in enumerate(row["annotated"]) if a]
 
@@ -559,8 +571,9 @@ def evaluate_predictions(
                 )
             out = []
             for k in frames + given:
-                kind, arr = P.load_avss(files[k])
-                arr, changed = P.fit_size(arr, size, files[k], resize, scored_as, labels=kind == "labels")
+                with _naming(row["sample_key"], k):
+                    kind, arr = P.load_avss(files[k])
+                    arr, changed = P.fit_size(arr, size, files[k], resize, scored_as, labels=kind == "labels")
                 resized += changed
                 if kind == "logits":
                     arr = Fn.avss_class_map(torch.from_numpy(arr).unsqueeze(0))[0].numpy()
@@ -568,8 +581,9 @@ def evaluate_predictions(
             return np.stack(out), gt
         out = []
         for k in frames:
-            arr = P.load_binary(files[k])
-            arr, changed = P.fit_size(arr, size, files[k], resize, scored_as)
+            with _naming(row["sample_key"], k):
+                arr = P.load_binary(files[k])
+                arr, changed = P.fit_size(arr, size, files[k], resize, scored_as)
             resized += changed
             out.append(arr)
         return np.stack(out), gt
