@@ -46,7 +46,7 @@ def parse_extract_args(args: list[str]) -> tuple[str, str, str | None, list[str]
 
 @app.command("extract")
 def extract_command(
-    args: List[str] = typer.Argument(..., help="encoder=NAME dataset=NAME [split=SPLIT|all] [key=value ...] "
+    args: List[str] = typer.Argument(..., help="encoder=NAME dataset=NAME \\[split=SPLIT|all] \\[key=value ...] "
                                                "(other keys override the encoder's preset)."),
     home: Optional[Path] = HomeOption,
     cache: Optional[Path] = CacheOption,
@@ -57,7 +57,10 @@ def extract_command(
                                                help="This worker's index in 0..W-1 (default: $RANK, $SLURM_PROCID)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
 ) -> None:
-    """Compute a feature cache (resumes a killed run, repairs corrupt shards, reuses complete ones)."""
+    """Compute a feature cache (resumes a killed run, repairs corrupt shards, reuses complete ones).
+
+    Example: avskit features extract encoder=vggish dataset=synth-s4 split=train channels=stereo
+    """
     from avsbench_kit.features.extract import extract
 
     encoder, dataset, split, overrides = parse_extract_args(list(args))

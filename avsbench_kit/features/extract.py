@@ -39,6 +39,7 @@ class ExtractSummary:
     splits: list[str]
     worker: tuple[int, int]
     units: int = 0  # cache entries (clips or samples) in this worker's shards
+    units_computed: int = 0  # of which were encoded in this run
     shards: int = 0  # this worker's shards
     computed: list[str] = field(default_factory=list)
     repaired: list[tuple[str, str]] = field(default_factory=list)
@@ -63,9 +64,10 @@ class ExtractSummary:
                        f"no encoder work ({self.seconds:,.2f} s)")
         else:
             work = len(self.computed) + len(self.repaired)
-            out.append(f"samples {self.units:,} | shards {work} computed, {self.reused} reused, "
-                       f"{len(self.repaired)} of them repaired | bytes {human_bytes(self.bytes_written)} written | "
-                       f"time {self.seconds:,.1f} s")
+            rate = self.units_computed / self.seconds if self.seconds else 0.0
+            out.append(f"samples {self.units:,} ({self.units_computed:,} encoded, {rate:,.1f}/s) | shards {work} "
+                       f"computed ({len(self.repaired)} of them repairs), {self.reused} reused | "
+                       f"bytes {human_bytes(self.bytes_written)} written | time {self.seconds:,.1f} s")
         for name, why in self.repaired:
             out.append(f"repaired {name}: it was {why}")
         state = "complete" if self.complete else "incomplete (other workers still running?)"
@@ -267,6 +269,7 @@ def extract(
         loader = UnitLoader(manifest, enc, text_field)
         env = environment()
         work = sum(len(s.units) for s, _ in todo)
+        summary.units_computed = work
         with _progress(progress, f"{enc.registry_name} {manifest.dataset}", work) as advance:
             for shard, issue in todo:
                 samples = []

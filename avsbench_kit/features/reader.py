@@ -73,6 +73,7 @@ class CacheView:
             for key in entry["keys"]:
                 self.shard_of[key] = entry["name"]
         self.bytes_per_unit = size / max(units, 1)
+        self.bytes_per_shard = size / max(len(self.sha), 1)
         self.capacity = capacity
         self._lru: OrderedDict[str, dict[str, dict[str, Any]]] = OrderedDict()
 
@@ -201,8 +202,9 @@ def feature_batches(
                           hint="a batch holds one cache per encoder name")
     rows = manifest.rows(split)
     root = cache_root(home, cache)
-    capacity = max(8, shuffle_window + 2)
-    views = [CacheView(manifest, split, r, root, home, cache, capacity) for r in requests]
+    views = [CacheView(manifest, split, r, root, home, cache) for r in requests]
+    for view in views:  # decoded shards kept in memory: at most ~2 GB per cache, never fewer than a window
+        view.capacity = max(shuffle_window + 1, min(8, int(2e9 // max(view.bytes_per_shard, 1.0))))
     dataset = None
     if with_frames or with_masks:
         from avsbench_kit.data.loaders import AVSDataset

@@ -24,6 +24,9 @@ def local_config(weights: str) -> dict[str, Any]:
 
 def from_pretrained(loader: Callable[..., Any], weights: str, revision: str = "", what: str = "model") -> Any:
     """``loader(weights)`` with a local path or hub id; failures become a DataError with a hint."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own bar reports progress; theirs garbles it
     path = resolve_weights_path(weights)
     target = str(path) if path is not None else weights
     kwargs: dict[str, Any] = {}
