@@ -55,22 +55,44 @@ class AvssStats:
 
 
 def binary_stats(logits: torch.Tensor, gt: torch.Tensor, j_logit_threshold: float, need_fg: bool = False) -> BinaryStats:
-    """Statistics of one sample's scored frames (``[T,H,W]`` logits and GT)."""
-    x = Fn._logits(logits)
+    """Statistics of one sample's scored frames (``[T,H,W]`` logits and GT).
+
+    Binary GT: one fused pass (:func:`~avsbench_kit.metrics.functional.frame_histograms`) gives
+    the F buckets, the J decision and the S decision of every pixel. Soft GT: official float ops.
+    """
+    raw = Fn.as_frames(logits, "logits")
     g = Fn.as_frames(gt, "gt")
-    if g.shape != x.shape:
-        raise ValueError(f"logits {tuple(x.shape)} and gt {tuple(g.shape)} differ in shape")
-    if Fn.is_binary(g):
-        g = Fn._bool_gt(g)
-    iou = Fn.frame_iou(x, g, j_logit_threshold)
-    tp, pp = Fn.pr_curve_counts(x, g)
-    ng, pos = Fn.gt_stats(g)
-    curves = Fn.frame_f_curves(tp, pp, ng)
+    if g.shape != raw.shape:
+        raise ValueError(f"logits {tuple(raw.shape)} and gt {tuple(g.shape)} differ in shape")
+    n = raw.shape[0]
+    pixels = int(raw.numel())
+    gb = Fn.binary_mask(g)
+    if gb is None:
+        x = Fn._logits(raw)
+        iou = Fn.frame_iou(x, g, j_logit_threshold)
+        tp, pp = Fn.pr_curve_counts(x, g)
+        ng, pos = Fn.gt_stats(g)
+        fg = torch.count_nonzero(x >= C.LOGIT_GT_HALF, dim=(1, 2)) if need_fg else torch.zeros(n, dtype=torch.int64)
+        return BinaryStats(iou, Fn.frame_f_curves(tp, pp, ng), pos, fg, pixels)
+    same = j_logit_threshold == C.LOGIT_GT_HALF
+    extras = (j_logit_threshold,) if (same or not need_fg) else (j_logit_threshold, C.LOGIT_GT_HALF)
+    h = Fn.frame_histograms(raw, gb, extras)  # [T, E, 2, 256]
+    by_bits = h.sum(-1)  # [T, E, 2]
+    bits = torch.arange(by_bits.shape[1])
+    j_on = (bits & 1) > 0
+    cp = by_bits[:, j_on].sum((1, 2))
+    ci = by_bits[:, j_on, 1].sum(1)
+    cg = by_bits[:, :, 1].sum(1)
+    iou = Fn.iou_from_counts(cp, cg, ci, pixels // max(n, 1))
     if need_fg:
-        fg = torch.count_nonzero(x >= C.LOGIT_GT_HALF, dim=(1, 2))
+        fg_on = j_on if same else (bits & 2) > 0
+        fg = by_bits[:, fg_on].sum((1, 2))
     else:
-        fg = torch.zeros(x.shape[0], dtype=torch.int64)
-    return BinaryStats(iou, curves, pos, fg, int(x.numel()))
+        fg = torch.zeros(n, dtype=torch.int64)
+    hk = h.sum(1)  # [T, 2, 256]
+    tp = Fn._tail_sums(hk[:, 1])
+    pp = Fn._tail_sums(hk[:, 0] + hk[:, 1])
+    return BinaryStats(iou, Fn.frame_f_curves(tp, pp, cg), cg > 0, fg, pixels)
 
 
 def avss_stats(pred: torch.Tensor, gt: torch.Tensor, pad_to: Optional[int]) -> AvssStats:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -79,15 +79,26 @@ def _pair(logits: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return x, g.to(x.device)
 
 
+def binary_mask(gt: torch.Tensor) -> Optional[torch.Tensor]:
+    """``gt != 0`` as a bool tensor if every GT value is 0 or 1, else None (soft GT).
+
+    On CPU the check runs in numpy, whose comparisons are several times faster than torch's
+    bool-producing kernels."""
+    if gt.dtype == torch.bool:
+        return gt
+    if gt.device.type == "cpu" and not gt.is_complex():
+        import numpy as np
+
+        a = gt.detach().contiguous().numpy()
+        b = a != 0
+        ok = bool(a.max() <= 1) if a.dtype.kind == "u" and a.size else bool(np.array_equal(a, b))
+        return torch.from_numpy(b) if ok else None
+    return gt != 0 if bool(((gt == 0) | (gt == 1)).all()) else None
+
+
 def is_binary(gt: torch.Tensor) -> bool:
     """True if every GT value is 0 or 1 (bool tensors are)."""
-    if gt.dtype == torch.bool:
-        return True
-    return bool(((gt == 0) | (gt == 1)).all())
-
-
-def _bool_gt(g: torch.Tensor) -> torch.Tensor:
-    return g if g.dtype == torch.bool else g != 0
+    return binary_mask(gt) is not None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,25 +110,33 @@ def frame_iou(logits: torch.Tensor, gt: torch.Tensor, logit_threshold: float = C
     x, g = _pair(logits, gt)
     n, h, w = x.shape
     num_pixels = h * w
-    pred = x >= logit_threshold
-    if is_binary(g):
-        gb = _bool_gt(g)
-        dims = (1, 2)
-        cp = torch.count_nonzero(pred, dim=dims)
-        cg = torch.count_nonzero(gb, dim=dims)
-        ci = torch.count_nonzero(pred & gb, dim=dims)
-        empty = cg == 0
-        inter = torch.where(empty, num_pixels - cp, ci).to(torch.float32)
-        union = torch.where(empty, torch.full_like(cp, num_pixels), cp + cg - ci).to(torch.float32)
-    else:  # soft targets: the official float32 expression, reduction order included
-        p = pred.int()
-        t = g.to(torch.float32)
-        empty = t.sum(2).sum(1) == 0
-        inter = (p * t).sum(2).sum(1)
-        union = torch.max(p, t).sum(2).sum(1)
-        inter_empty = ((1 - t) * (1 - p)).sum(2).sum(1)
-        inter[empty] = inter_empty[empty]
-        union[empty] = num_pixels
+    gb = binary_mask(g)
+    if gb is not None:
+        pf = torch.empty((n, num_pixels))
+        torch.ge(x.reshape(n, num_pixels), logit_threshold, out=pf)  # float 0/1: faster than bool in torch
+        gf = gb.reshape(n, num_pixels).contiguous().view(torch.uint8).to(torch.float32)
+        cp = pf.sum(1)  # float32 sums of 0/1 are exact below 2**24 pixels per frame
+        cg = gf.sum(1)
+        ci = pf.mul_(gf).sum(1)
+        return iou_from_counts(cp.to(torch.int64), cg.to(torch.int64), ci.to(torch.int64), num_pixels)
+    # soft targets: the official float32 expression, reduction order included
+    p = (x >= logit_threshold).int()
+    t = g.to(torch.float32)
+    empty = t.sum(2).sum(1) == 0
+    inter = (p * t).sum(2).sum(1)
+    union = torch.max(p, t).sum(2).sum(1)
+    inter_empty = ((1 - t) * (1 - p)).sum(2).sum(1)
+    inter[empty] = inter_empty[empty]
+    union[empty] = num_pixels
+    return inter / (union + C.MIOU_EPS)
+
+
+def iou_from_counts(cp: torch.Tensor, cg: torch.Tensor, ci: torch.Tensor, num_pixels: int) -> torch.Tensor:
+    """Per-frame float32 IoU from exact counts (predicted, GT, intersection), official rules:
+    empty GT -> true negatives / (H·W); else I / (U + 1e-7), all in float32."""
+    empty = cg == 0
+    inter = torch.where(empty, num_pixels - cp, ci).to(torch.float32)
+    union = torch.where(empty, torch.full_like(cp, num_pixels), cp + cg - ci).to(torch.float32)
     return inter / (union + C.MIOU_EPS)
 
 
@@ -159,27 +178,49 @@ def exact_buckets(x: torch.Tensor) -> torch.Tensor:
 
 
 _CLAMP = 11.0  # |x| beyond this: sigmoid saturates in the estimate; 254·σ(±11) stays 4e-3 off an integer
+_MAX_EXTRA = 2  # extra decision bits per pixel key (keeps the float key below 2048: ulp 1.2e-4 << eps)
 
 
-def _bucket_keys(xc: torch.Tensor, g8: Optional[torch.Tensor]) -> torch.Tensor:
-    """int32 ``256·g + bucket`` for a chunk of logits (``g8``: uint8 GT of the chunk, or None).
+def _check_extras(extras: Sequence[float]) -> tuple[float, ...]:
+    extras = tuple(float(t) for t in extras)
+    if len(extras) > _MAX_EXTRA:
+        raise ValueError(f"at most {_MAX_EXTRA} extra thresholds")
+    return extras
 
-    Estimate: ``floor(254·σ(clamp(x, ±11)) + 1 + eps)``, plus 1 where ``x >= b[254]`` (the clamp
-    keeps saturated pixels away from the integer at 254); estimates within ``eps`` of an integer
-    are replaced by the exact binary-search bucket.
+
+def _chunk_keys(xc: torch.Tensor, g8: Optional[torch.Tensor], extras: tuple[float, ...]) -> torch.Tensor:
+    """int32 pixel keys ``bucket + 256·g + 512·[x >= extras[0]] + 1024·[x >= extras[1]]`` of a
+    float32 chunk (``g8``: uint8 GT of the chunk, or None for a key without the GT bit).
+
+    Bucket estimate: ``floor(254·σ(clamp(x, ±11)) + 1 + eps)`` plus 1 where ``x >= b[254]`` (the
+    clamp keeps saturated pixels off the integer 254); estimates within ``eps`` of an integer are
+    replaced by the exact binary-search bucket. Comparisons write float 0/1 (much faster in torch
+    than bool outputs).
     """
-    b = logit_boundaries()
+    b254 = float(logit_boundaries()[254])
     shape = xc.shape
-    base = torch.full(shape, 1 + _EPS_U) if g8 is None else torch.add(torch.full((1, 1), 1 + _EPS_U), g8, alpha=256)
-    sig = torch.clamp(xc, -_CLAMP, _CLAMP).sigmoid_()
-    if not math.isfinite(float(sig.sum())):  # NaN somewhere: every pixel the exact way
+    v = torch.empty(shape)
+    tmp = torch.empty(shape)
+    torch.clamp(xc, -_CLAMP, _CLAMP, out=tmp).sigmoid_()
+    if not math.isfinite(float(tmp.sum())):  # NaN somewhere: every pixel the exact way
         keys = exact_buckets(xc).to(torch.int32)
+        for k, t in enumerate(extras):
+            keys += (xc >= t).to(torch.int32) * (512 << k)
         return keys if g8 is None else keys + g8.to(torch.int32) * 256
-    base += xc >= b[254]
-    v = base.add_(sig, alpha=254.0)
+    if g8 is None:
+        v.fill_(1 + _EPS_U)
+    else:
+        torch.add(_ONE_EPS, g8, alpha=256, out=v)
+    v.add_(tmp, alpha=254.0)
+    torch.ge(xc, b254, out=tmp)
+    v.add_(tmp)
+    for k, t in enumerate(extras):
+        torch.ge(xc, t, out=tmp)
+        v.add_(tmp, alpha=float(512 << k))
     keys = v.to(torch.int32)
     frac = v.sub_(keys)
-    amb = torch.nonzero((frac < 2 * _EPS_U).view(-1)).squeeze(1)
+    torch.lt(frac, 2 * _EPS_U, out=tmp)
+    amb = torch.nonzero(tmp.view(-1)).squeeze(1)
     if amb.numel():
         flat = keys.view(-1)
         approx = flat[amb]
@@ -188,36 +229,92 @@ def _bucket_keys(xc: torch.Tensor, g8: Optional[torch.Tensor]) -> torch.Tensor:
     return keys
 
 
-def pr_histograms(logits: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-frame bucket histograms ``(all [N,256] int64, gt [N,256])``: ``gt`` is int64 for binary
-    GT, float64 (sum of GT weights) for soft GT. Bucket j = number of thresholds passed."""
-    x, g = _pair(logits, gt)
+_ONE_EPS = torch.full((1, 1), 1 + _EPS_U)
+_half_luts: dict[tuple[float, ...], Any] = {}
+
+
+def _half_lut(extras: tuple[float, ...]):
+    """int32 numpy table: key (bucket + extra bits) of every float16 bit pattern, computed exactly."""
+    if extras not in _half_luts:
+        import numpy as np
+
+        bits = np.arange(65536, dtype=np.uint32).astype(np.uint16)
+        x = torch.from_numpy(bits.view(np.float16).astype(np.float32))
+        keys = exact_buckets(x).to(torch.int32)
+        for k, t in enumerate(extras):
+            keys += (x >= t).to(torch.int32) * (512 << k)
+        _half_luts[extras] = keys.numpy()
+    return _half_luts[extras]
+
+
+def _chunk_keys_half(xc: torch.Tensor, g8: Optional[torch.Tensor], extras: tuple[float, ...]) -> torch.Tensor:
+    """Same keys as :func:`_chunk_keys` for float16 logits, by table look-up (exact by construction)."""
+    import numpy as np
+
+    lut = _half_lut(extras)
+    keys = torch.from_numpy(np.take(lut, xc.contiguous().numpy().view(np.uint16)))
+    if g8 is not None:
+        keys.add_(g8, alpha=256)
+    return keys
+
+
+def frame_histograms(logits: torch.Tensor, gt: torch.Tensor, extras: Sequence[float] = ()) -> torch.Tensor:
+    """Per-frame pixel counts ``[N, 2**E, 2, 256]`` by (extra decisions, GT, bucket), binary GT.
+
+    Bucket j = number of F thresholds the logit passes (0..255); extra decision k is
+    ``x >= extras[k]`` (e.g. the mIoU / J / S foreground rules). One pass over the pixels gives
+    everything the binary metrics need. float16 logits use an exact 65536-entry table.
+    """
+    extras = _check_extras(extras)
+    raw = as_frames(logits, "logits")
+    if not raw.is_floating_point():
+        raise TypeError(f"logits must be a floating tensor, got {raw.dtype}")
+    half = raw.dtype == torch.float16
+    x = raw.contiguous() if half else raw.to(torch.float32).contiguous()
+    g = as_frames(gt, "gt")
+    if g.shape != x.shape:
+        raise ValueError(f"logits {tuple(x.shape)} and gt {tuple(g.shape)} differ in shape")
+    gb = binary_mask(g)
+    if gb is None:
+        raise ValueError("frame_histograms needs binary GT (use pr_histograms for soft GT)")
     n = x.shape[0]
     p = x[0].numel() if n else 0
     xf = x.reshape(n, p)
-    binary = is_binary(g)
-    if binary:
-        g8 = _bool_gt(g).reshape(n, p).view(torch.uint8)
-        hist = torch.zeros(n, 2, 256, dtype=torch.int64)
-    else:
-        gw = g.reshape(n, p).to(torch.float64)
-        h_all = torch.zeros(n, 256, dtype=torch.int64)
-        h_gt = torch.zeros(n, 256, dtype=torch.float64)
+    g8 = gb.reshape(n, p).contiguous().view(torch.uint8)
+    width = 512 << len(extras)
+    hist = torch.zeros(n, width, dtype=torch.int64)
+    keys_of = _chunk_keys_half if half else _chunk_keys
     for s, e, p0, p1 in _chunks(n, p):
         m = e - s
-        xc = xf[s:e, p0:p1]
-        if binary:
-            keys = _bucket_keys(xc, g8[s:e, p0:p1])
-            keys += (torch.arange(m, dtype=torch.int32) * 512).view(m, 1)
-            hist[s:e] += torch.bincount(keys.view(-1), minlength=m * 512).view(m, 2, 256)
-        else:
-            keys = _bucket_keys(xc, None)
-            keys += (torch.arange(m, dtype=torch.int32) * 256).view(m, 1)
-            flat = keys.view(-1)
-            h_all[s:e] += torch.bincount(flat, minlength=m * 256).view(m, 256)
-            h_gt[s:e] += torch.bincount(flat, weights=gw[s:e, p0:p1].reshape(-1), minlength=m * 256).view(m, 256)
-    if binary:
-        return hist[:, 0] + hist[:, 1], hist[:, 1]
+        keys = keys_of(xf[s:e, p0:p1], g8[s:e, p0:p1], extras)
+        if m > 1:
+            keys += (torch.arange(m, dtype=torch.int32) * width).view(m, 1)
+        hist[s:e] += torch.bincount(keys.view(-1), minlength=m * width).view(m, width)
+    return hist.view(n, 1 << len(extras), 2, 256)
+
+
+def pr_histograms(logits: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame bucket histograms ``(all [N,256] int64, gt [N,256])``: ``gt`` is int64 for binary
+    GT, float64 (sum of GT weights) for soft GT. Bucket j = number of thresholds passed."""
+    g = as_frames(gt, "gt")
+    gb = binary_mask(g)
+    if gb is not None:
+        h = frame_histograms(logits, gb)[:, 0]
+        return h[:, 0] + h[:, 1], h[:, 1]
+    x, g = _pair(logits, g)
+    n = x.shape[0]
+    p = x[0].numel() if n else 0
+    xf = x.reshape(n, p)
+    gw = g.reshape(n, p).to(torch.float64)
+    h_all = torch.zeros(n, 256, dtype=torch.int64)
+    h_gt = torch.zeros(n, 256, dtype=torch.float64)
+    for s, e, p0, p1 in _chunks(n, p):
+        m = e - s
+        keys = _chunk_keys(xf[s:e, p0:p1], None, ())
+        keys += (torch.arange(m, dtype=torch.int32) * 256).view(m, 1)
+        flat = keys.view(-1)
+        h_all[s:e] += torch.bincount(flat, minlength=m * 256).view(m, 256)
+        h_gt[s:e] += torch.bincount(flat, weights=gw[s:e, p0:p1].reshape(-1), minlength=m * 256).view(m, 256)
     return h_all, h_gt
 
 
@@ -239,8 +336,9 @@ def pr_curve_counts(logits: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tenso
 def gt_stats(gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(ng float32 [N], positive bool [N])``: GT sum per frame, and ``mean(gt) != 0`` (frames F uses)."""
     g = as_frames(gt, "gt")
-    if is_binary(g):
-        ng = torch.count_nonzero(_bool_gt(g), dim=(1, 2))
+    gb = binary_mask(g)
+    if gb is not None:
+        ng = gb.reshape(gb.shape[0], -1).view(torch.uint8).sum(1, dtype=torch.int64)
         return ng.to(torch.float32), ng > 0
     t = g.to(torch.float32)
     ng = torch.stack([t[k].sum() for k in range(t.shape[0])]) if t.shape[0] else torch.zeros(0)
@@ -409,7 +507,8 @@ def davis_j_frames(logits: torch.Tensor, gt: torch.Tensor, logit_threshold: floa
     """Per-frame DAVIS J (float64): |A∩B|/|A∪B|, 1 when both are empty."""
     x, g = _pair(logits, gt)
     p = x >= logit_threshold
-    gb = _bool_gt(g) if is_binary(g) else g >= 0.5
+    gb = binary_mask(g)
+    gb = g >= 0.5 if gb is None else gb
     inter = torch.count_nonzero(p & gb, dim=(1, 2)).double()
     union = torch.count_nonzero(p | gb, dim=(1, 2)).double()
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
@@ -465,7 +564,8 @@ def davis_boundary_f_frames(logits: torch.Tensor, gt: torch.Tensor, bound_th: fl
     _, h, w = x.shape
     radius = int(math.ceil(bound_th * math.hypot(h, w))) if bound_th < 1 else int(bound_th)
     fb = boundary_map(x >= logit_threshold)
-    gb = boundary_map(_bool_gt(g) if is_binary(g) else g >= 0.5)
+    mask = binary_mask(g)
+    gb = boundary_map(g >= 0.5 if mask is None else mask)
     fd = dilate_disk(fb, radius)
     gd = dilate_disk(gb, radius)
     n_fg = torch.count_nonzero(fb, dim=(1, 2)).double()

@@ -159,7 +159,11 @@ def _png_binary(path: Path):
 def _check_finite(path: Path, arr) -> None:
     import numpy as np
 
-    if not np.isfinite(arr).all():
+    if arr.dtype == np.float16:  # exponent bits all ones = inf/NaN (np.isfinite is slow on float16)
+        bad = bool(((arr.view(np.uint16) & 0x7C00) == 0x7C00).any())
+    else:
+        bad = not (np.isfinite(arr.min()) and np.isfinite(arr.max())) if arr.size else False
+    if bad:
         what = "NaN" if np.isnan(arr).any() else "±inf"
         raise _bad(
             path,
@@ -169,7 +173,7 @@ def _check_finite(path: Path, arr) -> None:
 
 
 def load_binary(path: Path):
-    """float32 logits ``[H,W]`` (numpy) of one binary-task prediction file."""
+    """Logits ``[H,W]`` (numpy float32, or float16 as stored) of one binary-task prediction file."""
     import numpy as np
 
     if path.suffix.lower() == ".png":
@@ -183,7 +187,8 @@ def load_binary(path: Path):
         return _mask_to_logits(arr)
     if arr.dtype.kind != "f":
         raise _bad(path, f"has dtype {arr.dtype}", _FLOAT_HINT + " (integer arrays are ambiguous: 0/1 or 0/255?)")
-    arr = arr.astype(np.float32, copy=False)
+    if arr.dtype != np.float16:  # float16 stays: exact in float32, and scored by table look-up
+        arr = arr.astype(np.float32, copy=False)
     _check_finite(path, arr)
     return arr
 
