@@ -106,7 +106,9 @@ def reproduced_rows(records: Iterable[RunRecord]) -> dict[tuple[str, str, str], 
                         bucket.setdefault((split, metric), []).append(float(value))
         first = runs[0]
         features = ", ".join(f"{k} {short(v, 8)}" for k, v in sorted(first.features.items()))
-        detail = f"config {first.config_name or '-'} #{short(group_hash, 8)}; data {short(fingerprint, 8)}"
+        shown = [o for o in first.overrides if not o.startswith("seed=")]
+        detail = f"config {first.config_name or '-'}" + (f" {' '.join(shown)}" if shown else "")
+        detail += f" #{short(group_hash, 8)}; data {short(fingerprint, 8)}"
         if features:
             detail += f"; features {features}"
         for (protocol, version), cells in per_protocol.items():

@@ -64,6 +64,7 @@ class RunRecord:
     config_hash: str
     status: str = "running"
     config_name: str = ""
+    overrides: list[str] = field(default_factory=list)  # as typed (display only; not hashed)
     mode: str = "train+eval"
     task: str = ""
     schema_version: int = SCHEMA_VERSION

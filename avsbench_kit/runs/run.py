@@ -322,7 +322,7 @@ def execute(req: RunRequest, home: str | Path | None = None, *, progress: bool =
             record = RunRecord(
                 run_id=new_run_id(chash, seed), baseline=req.baseline, dataset=req.dataset, seed=seed,
                 config=record_cfg, config_hash=chash, config_name=req.config if req.baseline not in
-                REFERENCE_PREDICTORS else "", mode=req.mode, task=spec.task,
+                REFERENCE_PREDICTORS else "", mode=req.mode, task=spec.task, overrides=list(req.overrides),
                 dataset_fingerprint=manifest.fingerprint,
                 features=feature_fingerprints(requests),
                 toolkit_version=__version__, git_sha=git_sha(), created_utc=iso(utc_now()),
