@@ -60,6 +60,25 @@ def mask_iou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7, prob_t
     return torch.sum(torch.stack(ious)) / n
 
 
+def mask_iou_batched(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7, prob_threshold: float = 0.5) -> torch.Tensor:
+    """§5.1 written as whole-call tensor expressions (how the official function runs: one sigmoid,
+    sums over W then H for all frames at once). Same result as :func:`mask_iou`; the benchmark
+    times this form, since it is the official speed."""
+    if pred.dim() == 4:
+        pred, target = pred[:, 0], target[:, 0]
+    n = pred.shape[0]
+    num_pixels = pred.shape[-1] * pred.shape[-2]
+    target = target.to(torch.float32)
+    empty = target.sum(2).sum(1) == 0
+    p = (official_sigmoid(pred) > prob_threshold).int()
+    inter = (p * target).sum(2).sum(1)
+    union = torch.max(p, target).sum(2).sum(1)
+    inter_empty = ((1 - target) * (1 - p)).sum(2).sum(1)
+    inter[empty] = inter_empty[empty]
+    union[empty] = num_pixels
+    return torch.sum(inter / (union + eps)) / n
+
+
 def refavs_mask_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Ref-AVS J: mask_iou with sigma > 0.4."""
     return mask_iou(pred, target, prob_threshold=0.4)

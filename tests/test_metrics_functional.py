@@ -95,6 +95,39 @@ def test_counts_and_scalars_match_reference(case: str, n: int) -> None:
     assert_close(Fn.refavs_s(x), R.refavs_s_batch(x).item())
 
 
+@pytest.mark.parametrize("case", ["soft", "boundary", "saturated"])
+def test_float16_table_path(case: str) -> None:
+    """float16 logits go through the exact 65536-entry table: same counts as float32 and reference."""
+    x = CASES[case](6, 20, 24, 23).half()
+    g = blobs(6, 20, 24, 24)
+    tp, pp = Fn.pr_curve_counts(x, g)
+    rtp, rpp = reference_counts(x.float(), g)
+    assert torch.equal(tp.float(), rtp) and torch.equal(pp.float(), rpp)
+    assert Fn.avs_fscore(x, g) == Fn.avs_fscore(x.float(), g) == R.eval_fmeasure(x.float(), g)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_extra_decision_bits(dtype) -> None:
+    """The J / S decisions folded into the histogram keys equal direct comparisons."""
+    x = CASES["boundary"](4, 16, 16, 25).to(dtype)
+    g = blobs(4, 16, 16, 26) > 0
+    extras = (C.LOGIT_GT_0_4, C.LOGIT_GT_HALF)
+    h = Fn.frame_histograms(x, g, extras)  # [N, 4, 2, 256]
+    xf = x.float()
+    for k, t in enumerate(extras):
+        on = (torch.arange(4) >> k) & 1 > 0
+        direct = (xf >= t).reshape(4, -1)
+        assert torch.equal(h[:, on].sum((1, 2, 3)), direct.sum(1))
+        assert torch.equal(h[:, on, 1].sum((1, 2)), (direct & g.reshape(4, -1)).sum(1))
+
+
+def test_batched_reference_mask_iou_equals_loop() -> None:
+    x = CASES["soft"](9, 16, 16, 27)
+    g = blobs(9, 16, 16, 28)
+    g[0] = 0
+    assert R.mask_iou_batched(x, g).item() == R.mask_iou(x, g).item()
+
+
 def test_exact_equality_on_binary_gt() -> None:
     """Not just within 2 ulp: identical float32 results (same operation order)."""
     x = CASES["soft"](12, 32, 32, 3)

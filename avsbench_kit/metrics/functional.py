@@ -21,6 +21,7 @@ tp and np for all 255 thresholds at once.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -29,7 +30,7 @@ import torch
 from avsbench_kit.metrics import constants as C
 
 _CHUNK = 1 << 18  # pixels per fast-path chunk: the working set stays in cache
-_EPS_U = 1e-3  # ambiguity margin of the sigmoid-based bucket estimate (true error < 5e-5)
+_EPS_U = 2.5e-4  # ambiguity margin of the sigmoid-based bucket estimate (its error is below 8e-5)
 
 _tables: dict[str, torch.Tensor] = {}
 
@@ -178,7 +179,7 @@ def exact_buckets(x: torch.Tensor) -> torch.Tensor:
 
 
 _CLAMP = 11.0  # |x| beyond this: sigmoid saturates in the estimate; 254·σ(±11) stays 4e-3 off an integer
-_MAX_EXTRA = 2  # extra decision bits per pixel key (keeps the float key below 2048: ulp 1.2e-4 << eps)
+_MAX_EXTRA = 2  # extra decision bits per pixel key
 
 
 def _check_extras(extras: Sequence[float]) -> tuple[float, ...]:
@@ -188,48 +189,73 @@ def _check_extras(extras: Sequence[float]) -> tuple[float, ...]:
     return extras
 
 
+class _Workspace(threading.local):
+    """Per-thread scratch buffers reused across chunks: fresh large tensors cost page faults that
+    were measured to dominate the kernel (a 10x slower int conversion into new memory)."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def buffers(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        if n > self.size:
+            self.size = max(n, _CHUNK)
+            self.v = torch.empty(self.size)
+            self.tmp = torch.empty(self.size)
+            self.keys = torch.empty(self.size, dtype=torch.int32)
+            self.bit = torch.empty(self.size, dtype=torch.int32)
+        return self.v[:n], self.tmp[:n], self.keys[:n], self.bit[:n]
+
+
+_ws = _Workspace()
+
+
+def _fix_ambiguous(keys: torch.Tensor, x: torch.Tensor, g8: Optional[torch.Tensor], extras: tuple[float, ...], amb) -> None:
+    """Rebuild ``keys[amb]`` exactly (bucket by binary search, GT bit, extra decisions): these
+    pixels' estimates were near an integer, or NaN (whose float-to-int key is meaningless)."""
+    if len(amb):
+        idx = torch.from_numpy(amb)
+        xa = x[idx]
+        key = exact_buckets(xa).to(torch.int32)
+        if g8 is not None:
+            key += g8.reshape(-1)[idx].to(torch.int32) * 256
+        for k, t in enumerate(extras):
+            key += (xa >= t).to(torch.int32) * (512 << k)
+        keys[idx] = key
+
+
 def _chunk_keys(xc: torch.Tensor, g8: Optional[torch.Tensor], extras: tuple[float, ...]) -> torch.Tensor:
     """int32 pixel keys ``bucket + 256·g + 512·[x >= extras[0]] + 1024·[x >= extras[1]]`` of a
-    float32 chunk (``g8``: uint8 GT of the chunk, or None for a key without the GT bit).
+    contiguous float32 chunk (``g8``: its uint8 GT, or None for keys without the GT bit). The
+    result lives in a reused buffer: consume it before the next call on this thread.
 
     Bucket estimate: ``floor(254·σ(clamp(x, ±11)) + 1 + eps)`` plus 1 where ``x >= b[254]`` (the
-    clamp keeps saturated pixels off the integer 254); estimates within ``eps`` of an integer are
-    replaced by the exact binary-search bucket. Comparisons write float 0/1 (much faster in torch
-    than bool outputs).
+    clamp keeps saturated pixels off the integer 254); pixels whose estimate is within ``eps`` of
+    an integer, and NaN pixels, get their key rebuilt exactly. Comparisons write float 0/1 (torch's
+    bool outputs are several times slower) and the ambiguity search runs in numpy (likewise).
     """
+    import numpy as np
+
     b254 = float(logit_boundaries()[254])
-    shape = xc.shape
-    v = torch.empty(shape)
-    tmp = torch.empty(shape)
-    torch.clamp(xc, -_CLAMP, _CLAMP, out=tmp).sigmoid_()
-    if not math.isfinite(float(tmp.sum())):  # NaN somewhere: every pixel the exact way
-        keys = exact_buckets(xc).to(torch.int32)
-        for k, t in enumerate(extras):
-            keys += (xc >= t).to(torch.int32) * (512 << k)
-        return keys if g8 is None else keys + g8.to(torch.int32) * 256
-    if g8 is None:
-        v.fill_(1 + _EPS_U)
-    else:
-        torch.add(_ONE_EPS, g8, alpha=256, out=v)
-    v.add_(tmp, alpha=254.0)
-    torch.ge(xc, b254, out=tmp)
+    x = xc.reshape(-1)
+    v, tmp, keys, bit = _ws.buffers(x.numel())
+    torch.clamp(x, -_CLAMP, _CLAMP, out=tmp).sigmoid_()
+    torch.add(_ONE_EPS, tmp, alpha=254.0, out=v)  # v = 1 + eps + 254·σ: below 256, error < 3e-5
+    torch.ge(x, b254, out=tmp)
     v.add_(tmp)
+    keys.copy_(v)  # truncation = floor (v >= 1); NaN pixels get a junk key, rebuilt below
+    torch.frac(v, out=tmp)
+    amb = np.flatnonzero(~(tmp.numpy() >= 2 * _EPS_U))  # NaN included
+    if g8 is not None:  # the GT bit and extra decisions are added as integers: v stays small
+        keys.add_(g8.reshape(-1), alpha=256)
     for k, t in enumerate(extras):
-        torch.ge(xc, t, out=tmp)
-        v.add_(tmp, alpha=float(512 << k))
-    keys = v.to(torch.int32)
-    frac = v.sub_(keys)
-    torch.lt(frac, 2 * _EPS_U, out=tmp)
-    amb = torch.nonzero(tmp.view(-1)).squeeze(1)
-    if amb.numel():
-        flat = keys.view(-1)
-        approx = flat[amb]
-        exact = exact_buckets(xc.reshape(-1)[amb]).to(torch.int32)
-        flat[amb] = approx - approx % 256 + exact
+        torch.ge(x, t, out=tmp)
+        bit.copy_(tmp)
+        keys.add_(bit, alpha=512 << k)
+    _fix_ambiguous(keys, x, g8, extras, amb)
     return keys
 
 
-_ONE_EPS = torch.full((1, 1), 1 + _EPS_U)
+_ONE_EPS = torch.full((1,), 1 + _EPS_U)  # float32(1 + eps)
 _half_luts: dict[tuple[float, ...], Any] = {}
 
 
@@ -251,11 +277,25 @@ def _chunk_keys_half(xc: torch.Tensor, g8: Optional[torch.Tensor], extras: tuple
     """Same keys as :func:`_chunk_keys` for float16 logits, by table look-up (exact by construction)."""
     import numpy as np
 
-    lut = _half_lut(extras)
-    keys = torch.from_numpy(np.take(lut, xc.contiguous().numpy().view(np.uint16)))
+    x = xc.reshape(-1)
+    _, _, keys, _ = _ws.buffers(x.numel())
+    np.take(_half_lut(extras), x.numpy().view(np.uint16), out=keys.numpy())
     if g8 is not None:
-        keys.add_(g8, alpha=256)
+        keys.add_(g8.reshape(-1), alpha=256)
     return keys
+
+
+_offsets: dict[tuple[int, int], torch.Tensor] = {}
+
+
+def _frame_offsets(m: int, p: int, width: int) -> torch.Tensor:
+    """int32 ``[m*p]``: ``width * frame`` for every pixel of m frames (cached)."""
+    key = (m * p, width)
+    if key not in _offsets:
+        if len(_offsets) > 16:
+            _offsets.clear()
+        _offsets[key] = (torch.arange(m, dtype=torch.int32) * width).repeat_interleave(p)
+    return _offsets[key]
 
 
 def frame_histograms(logits: torch.Tensor, gt: torch.Tensor, extras: Sequence[float] = ()) -> torch.Tensor:
@@ -288,8 +328,8 @@ def frame_histograms(logits: torch.Tensor, gt: torch.Tensor, extras: Sequence[fl
         m = e - s
         keys = keys_of(xf[s:e, p0:p1], g8[s:e, p0:p1], extras)
         if m > 1:
-            keys += (torch.arange(m, dtype=torch.int32) * width).view(m, 1)
-        hist[s:e] += torch.bincount(keys.view(-1), minlength=m * width).view(m, width)
+            keys.add_(_frame_offsets(m, p1 - p0, width))
+        hist[s:e] += torch.bincount(keys, minlength=m * width).view(m, width)
     return hist.view(n, 1 << len(extras), 2, 256)
 
 
@@ -311,8 +351,9 @@ def pr_histograms(logits: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor,
     for s, e, p0, p1 in _chunks(n, p):
         m = e - s
         keys = _chunk_keys(xf[s:e, p0:p1], None, ())
-        keys += (torch.arange(m, dtype=torch.int32) * 256).view(m, 1)
-        flat = keys.view(-1)
+        if m > 1:
+            keys.add_(_frame_offsets(m, p1 - p0, 256))
+        flat = keys
         h_all[s:e] += torch.bincount(flat, minlength=m * 256).view(m, 256)
         h_gt[s:e] += torch.bincount(flat, weights=gw[s:e, p0:p1].reshape(-1), minlength=m * 256).view(m, 256)
     return h_all, h_gt
@@ -338,7 +379,7 @@ def gt_stats(gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     g = as_frames(gt, "gt")
     gb = binary_mask(g)
     if gb is not None:
-        ng = gb.reshape(gb.shape[0], -1).view(torch.uint8).sum(1, dtype=torch.int64)
+        ng = gb.reshape(gb.shape[0], -1).view(torch.uint8).sum(1, dtype=torch.int32).to(torch.int64)
         return ng.to(torch.float32), ng > 0
     t = g.to(torch.float32)
     ng = torch.stack([t[k].sum() for k in range(t.shape[0])]) if t.shape[0] else torch.zeros(0)
@@ -373,9 +414,15 @@ def max_f(curves: torch.Tensor) -> float:
 def avs_fscore(logits: torch.Tensor, gt: torch.Tensor) -> float:
     """AVSBench ``Eval_Fmeasure`` of one call: beta^2 = 0.3, 255 thresholds, curve averaged over
     the GT-positive frames of the call, then max."""
-    tp, pp = pr_curve_counts(logits, gt)
-    ng, pos = gt_stats(gt)
-    return max_f(frame_f_curves(tp, pp, ng)[pos])
+    g = as_frames(gt, "gt")
+    gb = binary_mask(g)
+    if gb is None:
+        tp, pp = pr_curve_counts(logits, g)
+        ng, pos = gt_stats(g)
+        return max_f(frame_f_curves(tp, pp, ng)[pos])
+    h = frame_histograms(logits, gb)[:, 0]  # [N, 2, 256]
+    ng = h[:, 1].sum(1)
+    return max_f(frame_f_curves(_tail_sums(h[:, 1]), _tail_sums(h[:, 0] + h[:, 1]), ng)[ng > 0])
 
 
 def refavs_f(logits: torch.Tensor, gt: torch.Tensor) -> float:

@@ -1,0 +1,241 @@
+"""Speed of the toolkit's metric kernels vs the straightforward official algorithm, same inputs,
+one run, plus the end-to-end Ref-AVS test_s + test_u evaluation from prediction files.
+
+    .venv/bin/python benchmarks/bench_metrics.py            # everything (a few minutes)
+    .venv/bin/python benchmarks/bench_metrics.py --quick    # smaller subsets, no Ref-AVS run
+
+The official side is ``tests/official_reference.py`` (loops over frames and 255 thresholds,
+sigmoid inside, mask_iou as whole-call tensor expressions like the official code). Where the loop
+side would take minutes, it is timed on a subset of the same inputs and scaled linearly (printed
+as such). Both sides run with the same torch thread count (default 1: on this shared 2-core
+machine one intra-op thread is the faster and steadier setting for both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+import official_reference as R  # noqa: E402
+
+from avsbench_kit.metrics import functional as Fn  # noqa: E402
+
+ROWS: list[dict] = []
+
+
+def timed(fn, repeat: int = 1):
+    best, out = math.inf, None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def record(workload: str, metric: str, ref_s: float, ref_note: str, mine_s: float, match: str) -> None:
+    ratio = ref_s / mine_s if mine_s > 0 else math.inf
+    ROWS.append(dict(workload=workload, metric=metric, official_s=ref_s, toolkit_s=mine_s, ratio=ratio,
+                     note=ref_note, match=match))
+    print(f"  {metric:<22} official {ref_s:9.3f} s{ref_note:<28} toolkit {mine_s:8.4f} s   x{ratio:9.1f}   {match}",
+          flush=True)
+
+
+def blobs(n: int, h: int, w: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 1, max(1, h // 16), max(1, w // 16), generator=g)
+    return (torch.nn.functional.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)[:, 0] < 0.35).float()
+
+
+def make_inputs(n: int, h: int, w: int, seed: int):
+    g = blobs(n, h, w, seed)
+    noise = torch.randn(n, h, w, generator=torch.Generator().manual_seed(seed + 1))
+    return (g - 0.5) * 4 + noise * 2.5, g
+
+
+def calls(n: int, size: int):
+    return [(s, min(n, s + size)) for s in range(0, n, size)]
+
+
+def same(a, b) -> str:
+    return "identical" if a == b else f"differ ({a} vs {b})"
+
+
+def bench_binary(label: str, n: int, h: int, w: int, f_subset: int, call: int = 20) -> None:
+    print(f"\n{label}: {n} frames {h}x{w}, official calls of {call} frames (S4 batch: 4 clips x 5)")
+    x, g = make_inputs(n, h, w, seed=h)
+    parts = calls(n, call)
+    ref_t, ref_m = timed(lambda: [R.mask_iou_batched(x[a:b], g[a:b]).item() for a, b in parts])
+    my_t, my_m = timed(lambda: [Fn.avs_miou(x[a:b], g[a:b]) for a, b in parts], repeat=3)
+    record(label, "mIoU (mask_iou)", ref_t, "", my_t, same(my_m, ref_m))
+
+    sub = calls(f_subset, min(call, f_subset))
+    ref_t, ref_f = timed(lambda: [R.eval_fmeasure(x[a:b], g[a:b]) for a, b in sub])
+    scale = n / f_subset
+    f_official = ref_t * scale
+    my_t, my_f = timed(lambda: [Fn.avs_fscore(x[a:b], g[a:b]) for a, b in parts], repeat=2)
+    mine_sub = [Fn.avs_fscore(x[a:b], g[a:b]) for a, b in sub]
+    note = f" (x{scale:g} from {f_subset} frames)" if scale != 1 else ""
+    record(label, "F (Eval_Fmeasure)", f_official, note, my_t, same(mine_sub, ref_f))
+
+    s_parts = calls(n, 2 * call)
+    ref_t, ref_s = timed(lambda: [R.refavs_s_batch(x[a:b]).item() for a, b in s_parts])
+    my_t, my_s = timed(lambda: [Fn.refavs_s(x[a:b]) for a, b in s_parts], repeat=3)
+    record(label, "S (Ref-AVS null)", ref_t, "", my_t, same(my_s, ref_s))
+
+    xh = x.half()
+    my_t, _ = timed(lambda: [Fn.avs_fscore(xh[a:b], g[a:b]) for a, b in parts], repeat=2)
+    ref_fh = [R.eval_fmeasure(xh[a:b].float(), g[a:b]) for a, b in sub]
+    record(label, "F, float16 logits", f_official, " (official time as above)", my_t,
+           same([Fn.avs_fscore(xh[a:b], g[a:b]) for a, b in sub], ref_fh))
+
+
+def bench_avss(n_logits: int, n_maps: int, h: int = 224, w: int = 224, call: int = 20) -> None:
+    print(f"\nAVSS {h}x{w}, official calls of {call} frames x 71 classes")
+    g = torch.Generator().manual_seed(5)
+    ref_total = mine_total = 0.0
+    ok = True
+    for a, b in calls(n_logits, call):
+        gt = torch.randint(0, 71, (b - a, h // 16, w // 16), generator=g)
+        gt = torch.nn.functional.interpolate(gt[:, None].float(), size=(h, w), mode="nearest")[:, 0].long()
+        logits = torch.randn(b - a, 71, h, w, generator=g)
+        logits.scatter_add_(1, gt[:, None], torch.full((b - a, 1, h, w), 3.0))
+        t_ref, ref = timed(lambda: R.calc_color_miou_fscore(logits, gt))
+        t_mine, st = timed(lambda: Fn.avss_accumulate(logits, gt))
+        ref_total += t_ref
+        mine_total += t_mine
+        ok &= torch.equal(st.iou_sum, ref[0]) and torch.equal(st.f_sum, ref[1]) and torch.equal(st.count, ref[2])
+        del logits
+    record(f"AVSS {h}x{w}", f"logits, {n_logits} frames", ref_total, " (softmax both sides)", mine_total,
+           "identical" if ok else "DIFFER")
+    labels = torch.randint(0, 71, (n_maps, h // 16, w // 16), generator=g)
+    labels = torch.nn.functional.interpolate(labels[:, None].float(), size=(h, w), mode="nearest")[:, 0].long()
+    gt = labels.roll(1, dims=2)
+    parts = calls(n_maps, call)
+    t_ref, ref = timed(lambda: [R.calc_color_miou_fscore(labels[a:b], gt[a:b]) for a, b in parts])
+    t_mine, mine = timed(lambda: [Fn.avss_accumulate(labels[a:b], gt[a:b]) for a, b in parts], repeat=2)
+    ok = all(torch.equal(m.iou_sum, r[0]) and torch.equal(m.f_sum, r[1]) for m, r in zip(mine, ref))
+    record(f"AVSS {h}x{w}", f"class maps, {n_maps} fr", t_ref, "", t_mine, "identical" if ok else "DIFFER")
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end: Ref-AVS test_s + test_u from prediction files
+# ---------------------------------------------------------------------------------------------
+def write_refavs(tmp: Path, sizes: dict[str, int]) -> Path:
+    """A synthetic prepared synth-refavs (GT PNGs 256x256, one folder per expression) and float16
+    .npy logits for every frame, in a data home under ``tmp``; returns the prediction folder."""
+    import cv2
+
+    from avsbench_kit.data.manifest import ManifestBuild, build_manifest
+    from avsbench_kit.home import prepared_dir
+
+    rng = np.random.default_rng(0)
+    root, pred = tmp / "raw", tmp / "pred"
+    rows = []
+    i = 0
+    t0 = time.perf_counter()
+    for split, count in sizes.items():
+        for _ in range(count):
+            key = f"{i:05d}"
+            base = cv2.resize((rng.random((8, 8)) < 0.3).astype(np.uint8) * 255, (256, 256), interpolation=cv2.INTER_NEAREST)
+            masks = []
+            (root / "gt" / key).mkdir(parents=True)
+            (pred / key).mkdir(parents=True)
+            for k in range(10):
+                m = np.roll(base, 4 * k, axis=1)
+                rel = f"gt/{key}/{k:05d}.png"
+                cv2.imwrite(str(root / rel), m)
+                masks.append(rel)
+                logit = (m > 0).astype(np.float32) * 4 - 2 + rng.standard_normal((256, 256), dtype=np.float32) * 2
+                np.save(pred / key / f"{k}.npy", logit.astype(np.float16))
+            rows.append({"sample_key": key, "split": split, "clip": key, "row": i, "num_frames": 10,
+                         "frames": [f"media/{key}/frames/{k}.jpg" for k in range(10)], "masks": masks,
+                         "annotated": [True] * 10})
+            i += 1
+    build_manifest("synth-refavs", root, ManifestBuild(rows=rows, media_dirs=["gt"])).save(prepared_dir("synth-refavs", tmp / "home"))
+    print(f"  wrote {i:,} expressions x 10 frames (GT PNG + float16 .npy) in {time.perf_counter() - t0:.0f} s (not timed)")
+    return pred
+
+
+def bench_refavs_e2e(scale: float, keep: bool) -> None:
+    from avsbench_kit.data.masks import sample_gt
+    from avsbench_kit.data.prepare import load_manifest
+    from avsbench_kit.metrics.evaluator import evaluate_predictions
+
+    sizes = {"test_s": round(2288 * scale), "test_u": round(1656 * scale)}
+    total = sum(sizes.values())
+    print(f"\nRef-AVS end to end: test_s {sizes['test_s']:,} + test_u {sizes['test_u']:,} expressions x 10 frames at 256x256, "
+          "float16 .npy logits -> avskit eval (official + clip protocols)")
+    tmp = Path(tempfile.mkdtemp(prefix="avskit-bench-"))
+    try:
+        pred = write_refavs(tmp, sizes)
+        seconds = 0.0
+        for split in sizes:
+            t0 = time.perf_counter()
+            report = evaluate_predictions("synth-refavs", split, str(pred), home=tmp / "home", progress=False,
+                                          ignore_extra=True)
+            dt = time.perf_counter() - t0
+            seconds += dt
+            m = report["protocols"]["refavs-v1"]["metrics"]
+            print(f"  {split}: {dt:6.1f} s  ({report['num_samples_scored']:,} expressions; refavs-v1 J {m['J']:.4f} F {m['F']:.4f})")
+        manifest = load_manifest("synth-refavs", tmp / "home")
+        rows = manifest.rows("test_s")[:200]
+        t_gt, _ = timed(lambda: [sample_gt(r, manifest.root, "refavs") for r in rows])
+        gt_share = t_gt / len(rows) * total
+        print(f"  total {seconds:.1f} s for {total:,} expressions ({total / seconds:,.0f} expr/s); "
+              f"target < 60 s: {'MET' if seconds < 60 else 'NOT MET'}")
+        print(f"  of which GT decoding (data.masks.sample_gt, 10 PNGs/expression) ~{gt_share:.1f} s single-threaded")
+        ROWS.append(dict(workload="Ref-AVS e2e", metric=f"{total} expressions", official_s=float("nan"),
+                         toolkit_s=seconds, ratio=float("nan"), note="target < 60 s", match=""))
+    finally:
+        if keep:
+            print(f"  kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small subsets, skip the Ref-AVS end-to-end run")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both sides (default 1)")
+    ap.add_argument("--refavs-scale", type=float, default=1.0, help="fraction of the Ref-AVS test_s+test_u size")
+    ap.add_argument("--skip-refavs", action="store_true")
+    ap.add_argument("--keep-tmp", action="store_true", help="keep the Ref-AVS temp folder")
+    ap.add_argument("--json", type=Path, help="also write the rows as JSON")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from avsbench_kit.provenance import environment_info
+
+    env = environment_info()
+    print(f"torch {env['torch']} threads={torch.get_num_threads()} cpus={os.cpu_count()} "
+          f"load={os.getloadavg()[0]:.1f} git {env['git'][:12]}")
+    q = args.quick
+    bench_binary("224x224", 200 if q else 1000, 224, 224, f_subset=20 if q else 40)
+    bench_binary("720x1280", 20 if q else 100, 720, 1280, f_subset=1 if q else 2)
+    bench_avss(n_logits=20 if q else 40, n_maps=100 if q else 1000)
+    if not (q or args.skip_refavs):
+        bench_refavs_e2e(args.refavs_scale, args.keep_tmp)
+    f_rows = [r for r in ROWS if r["metric"].startswith("F (")]
+    print("\nF speed-up (target >= 100x): " + ", ".join(f"{r['workload']} x{r['ratio']:.0f}" for r in f_rows))
+    print("mIoU / S (target: no slower): " + ", ".join(
+        f"{r['workload']} {r['metric'].split()[0]} x{r['ratio']:.1f}" for r in ROWS if r["metric"][:4] in ("mIoU", "S (R")))
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    if args.json:
+        from avsbench_kit.atomic import write_json
+
+        write_json(args.json, {"environment": env, "threads": args.threads, "rows": ROWS})
+
+
+if __name__ == "__main__":
+    main()
