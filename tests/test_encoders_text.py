@@ -59,6 +59,7 @@ def test_offline_tokenizer_is_identical_across_processes():
     assert len(runs) == 1 and len(next(iter(runs)).split()) == 2
 
 
+@pytest.mark.slow
 def test_minilm_is_the_real_model_and_matches_sentence_transformers():
     enc = build_encoder("minilm")
     assert enc.fingerprint_parts()["weights"]["kind"] == "dir"

@@ -33,6 +33,7 @@ def sam2_small():
     return build_encoder("sam2_image", ["image_size=64", "levels=[fpn0,fpn1,fpn2,conv_s0,conv_s1]"])
 
 
+@pytest.mark.slow
 def test_sam2_levels_match_forward_image_and_raw_fpn(sam2_small):
     frames = _frames(2, t=2, h=50, w=70)
     (out,) = sam2_small.encode([{"frames": frames, "num_frames": 2}])

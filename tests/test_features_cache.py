@@ -133,6 +133,7 @@ extract(manifest, "vggish", {ov!r}, cache={root!r}, progress=False)
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_is_byte_identical(s4, reference, tmp_path):
     manifest, home = s4
     summary, _ = reference

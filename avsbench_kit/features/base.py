@@ -219,15 +219,15 @@ def weights_identity(weights: str, revision: str = "") -> dict[str, Any]:
     """What identifies a set of weights: a file's sha256, every file's sha256 in a model dir, or a
     hub id plus its resolved commit (or the requested revision when it cannot be resolved offline)."""
     path = resolve_weights_path(weights)
-    if path is not None and path.is_file():
-        return {"kind": "file", "name": path.name, "sha256": _file_sha(path)}
+    if path is not None and path.is_file():  # content only: a renamed copy is the same weights
+        return {"kind": "file", "sha256": _file_sha(path)}
     if path is not None:
         files = {}
         for p in sorted(path.rglob("*")):
             rel = p.relative_to(path).as_posix()
             if p.is_file() and not any(part.startswith(".") for part in rel.split("/")) and not rel.endswith(".md"):
                 files[rel] = _file_sha(p)
-        return {"kind": "dir", "name": path.name, "files": files}
+        return {"kind": "dir", "files": files}
     return {"kind": "hub", "id": weights, "revision": _hub_commit(weights, revision) or revision or "main"}
 
 

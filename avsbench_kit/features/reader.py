@@ -56,8 +56,9 @@ class CacheView:
         if info is None or not info["complete"]:
             done = f"{info['complete_shards']}/{len(info['shards'])} shards" if info else "no shards"
             raise NotPreparedError(
-                f"feature cache {self.cache.path} is incomplete for split {split!r} ({done})",
-                hint=f"run (it resumes where it stopped): {command}",
+                f"feature cache {self.cache.path} is incomplete for split {split!r} ({done}); "
+                "the extract command in the hint resumes it",
+                hint=command,
             )
         self.key_by = index["key_by"]
         self.fields: dict[str, dict[str, Any]] = index["fields"]
@@ -122,7 +123,7 @@ def missing_cache_error(manifest: Any, enc: Encoder, split: str, root: Path, com
     return NotPreparedError(
         f"no {enc.registry_name} feature cache for {manifest.dataset} (manifest {short(manifest.fingerprint)}, "
         f"encoder {short(enc.fingerprint())}){note}",
-        hint=f"run: {command}",
+        hint=command,
     )
 
 
