@@ -369,6 +369,8 @@ def execute(req: RunRequest, home: str | Path | None = None, *, progress: bool =
             trainer.load_best()
         elif req.checkpoint_from:
             _load_from_run(store, req.checkpoint_from, model, record)
+        elif req.baseline not in REFERENCE_PREDICTORS:
+            record.notes.append("evaluated without training: the weights are the config's initial/pretrained ones")
         if "eval" in req.mode:
             _evaluate_all(model, manifest, spec, protocols, record, store, req, data, tcfg, quiet)
         record.status = "complete"
