@@ -574,7 +574,7 @@ def evaluate_predictions(
         nonlocal resized
         gt_all, annotated = sample_gt(row, manifest.root, task)
         keep = np.asarray(annotated, dtype=bool)
-        gt = gt_all[keep]
+        gt = gt_all if keep.all() else gt_all[keep]
         size = tuple(size_rule) if size_rule else tuple(gt.shape[-2:])
         if gt.shape[-2:] != size:
             raise DataError(f"GT of sample {row['sample_key']} is {gt.shape[-1]}x{gt.shape[-2]}, expected {size[1]}x{size[0]}",
@@ -604,11 +604,16 @@ def evaluate_predictions(
         out = []
         for k in frames:
             with _naming(row["sample_key"], k):
-                arr = P.load_binary(files[k])
+                arr = P.load_binary(files[k], check_finite=False)
                 arr, changed = P.fit_size(arr, size, files[k], resize, scored_as)
             resized += changed
             out.append(arr)
-        return np.stack(out), gt
+        stacked = np.stack(out)
+        if not P.all_finite(stacked):  # one check per sample; name the first bad frame
+            for k, arr in zip(frames, out):
+                with _naming(row["sample_key"], k):
+                    P.load_binary(files[k])
+        return stacked, gt
 
     def work(row: dict[str, Any]):
         pr, gt = load_sample(row)
