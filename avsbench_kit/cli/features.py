@@ -124,9 +124,11 @@ def verify_command(
     bad = 0
     for fc in targets:
         problems = fc.verify()
-        shards = sum(len(s["shards"]) for s in fc.header["plan"].values())
+        planned = sum(len(s["shards"]) for s in fc.header["plan"].values())
+        done = sum(1 for s in fc.header["plan"].values() for name in s["shards"] if fc.sidecar(name) is not None)
         if not problems:
-            console.print(f"[green]ok[/]  {fc.path} ({shards} shard(s))", highlight=False)
+            state = f"{done} shard(s) intact" + ("" if done == planned else f", {planned - done} not extracted yet")
+            console.print(f"[green]ok[/]  {fc.path} ({state})", highlight=False)
             continue
         bad += len(problems)
         console.print(f"[red]BAD[/] {fc.path}", highlight=False)

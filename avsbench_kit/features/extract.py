@@ -204,17 +204,18 @@ def _batches(units: tuple[Unit, ...], size: int) -> list[tuple[Unit, ...]]:
     return [units[i:i + size] for i in range(0, len(units), size)]
 
 
-def _prefetched(split: str, batches: list[tuple[Unit, ...]], loader: UnitLoader) -> Iterator[list[dict[str, Any]]]:
-    """Decode the next batch in a thread while the encoder runs on the current one."""
+def _prefetched(split: str, batches: list[tuple[Unit, ...]],
+                loader: UnitLoader) -> Iterator[tuple[tuple[Unit, ...], list[dict[str, Any]]]]:
+    """(units, their loaded inputs): the next batch is decoded in a thread while the encoder runs."""
     if not batches:
         return
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(lambda b=batches[0]: [loader.load(split, u) for u in b])
-        for nxt in batches[1:]:
-            current = future.result()
+        for current, nxt in zip(batches, batches[1:]):
+            loaded = future.result()
             future = pool.submit(lambda b=nxt: [loader.load(split, u) for u in b])
-            yield current
-        yield future.result()
+            yield current, loaded
+        yield batches[-1], future.result()
 
 
 # ---- the driver -------------------------------------------------------------------------------
@@ -273,10 +274,9 @@ def extract(
         with _progress(progress, f"{enc.registry_name} {manifest.dataset}", work) as advance:
             for shard, issue in todo:
                 samples = []
-                for units in _prefetched(shard.split, _batches(shard.units, enc.batch_size), loader):
-                    outs = enc.encode(units)
-                    for unit, arrays in zip(units, outs):
-                        samples.append((unit["key"], arrays, {"id": _ident(shard, unit["key"]), "split": shard.split}))
+                for units, inputs in _prefetched(shard.split, _batches(shard.units, enc.batch_size), loader):
+                    for unit, arrays in zip(units, enc.encode(inputs)):
+                        samples.append((unit.key, arrays, {"id": unit.ident, "split": shard.split}))
                     advance(len(units))
                 record = fc.write_shard(shard, tar_bytes(samples), {"environment": env})
                 summary.bytes_written += record["bytes"]
@@ -291,13 +291,6 @@ def extract(
     summary.complete = all(idx["splits"][s]["complete"] for s in summary.splits)
     summary.seconds = time.perf_counter() - start
     return summary
-
-
-def _ident(shard: ShardPlan, key: str) -> str:
-    for unit in shard.units:
-        if unit.key == key:
-            return unit.ident
-    return key
 
 
 class _progress:
