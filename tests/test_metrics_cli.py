@@ -296,3 +296,57 @@ def test_avss_class_png_folder(tmp_path: Path, capsys) -> None:
     Image.fromarray(np.full((224, 224), 80, np.uint8)).save(tmp_path / "pred" / "clip01" / "3.png")
     code, _, err = run(capsys, "--dataset", "avss", "--split", "test", "--pred", str(tmp_path / "pred"), "--home", str(home))
     assert code == 3 and "clip01/3.png" in err and "class index 80" in err
+
+
+def test_avss_logits_palette_png_and_padded_frames(tmp_path: Path, capsys) -> None:
+    """AVSS float logits [71,H,W] and palette-colour PNGs; padded-frame files (5..9) are used."""
+    home = tmp_path / "home"
+    rows = make_dataset(home, "avss", "avss", "test", n=2, t=5, size=224, seed=8)
+    gts = [gt_of(home, "avss", r, "avss") for r in rows]
+    rng = np.random.default_rng(9)
+    folder = tmp_path / "pred"
+    logits0 = rng.normal(0, 1, (5, 71, 224, 224)).astype(np.float16)
+    for k in range(5):
+        (folder / rows[0]["sample_key"]).mkdir(parents=True, exist_ok=True)
+        np.save(folder / rows[0]["sample_key"] / f"{k}.npy", logits0[k])
+        (folder / rows[1]["sample_key"]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(avss_palette()[gts[1][k]]).save(folder / rows[1]["sample_key"] / f"{k}.png")
+    padded = np.full((224, 224), 44, np.uint8)
+    for k in range(5, 10):
+        Image.fromarray(padded).save(folder / rows[1]["sample_key"] / f"{k}.png")
+    code, _, err = run(capsys, "--dataset", "avss", "--split", "test", "--pred", str(folder), "--home", str(home),
+                       "--json", str(tmp_path / "r.json"), "--samples", str(tmp_path / "s.parquet"))
+    assert code == 0, err
+    got = json.loads((tmp_path / "r.json").read_text())["protocols"]["avss-v1"]["metrics"]
+    labels0 = torch.argmax(torch.softmax(torch.from_numpy(logits0).float(), 1), 1)
+    pred1 = torch.cat([torch.from_numpy(gts[1]), torch.full((5, 224, 224), 44)])
+    assert got == R.avss_test([labels0, pred1], [torch.from_numpy(g) for g in gts])
+    import pandas as pd
+
+    table = pd.read_parquet(tmp_path / "s.parquet")
+    assert table["padded"].tolist() == [5, 5]
+    # only some padded frames given: an error naming the sample
+    (folder / rows[1]["sample_key"] / "9.png").unlink()
+    code, _, err = run(capsys, "--dataset", "avss", "--split", "test", "--pred", str(folder), "--home", str(home))
+    assert code == 3 and rows[1]["sample_key"] in err and "padded" in err
+
+
+def test_png_mask_variants_and_npz_errors(s4, capsys, tmp_path: Path) -> None:
+    home, rows, gts = s4
+    folder = tmp_path / "pred"
+    masks = [(g > 0) for g in gts]
+    write_preds(folder, rows, [m.astype(np.uint8) for m in masks], ".png")  # 0/1 PNGs
+    rgb = np.repeat((masks[0][0] * 255).astype(np.uint8)[..., None], 3, axis=2)
+    Image.fromarray(rgb).save(folder / "clip00" / "0.png")  # grey RGB is fine
+    code, _, err = run(capsys, "--dataset", "synth-s4", "--split", "test", "--pred", str(folder), "--home", str(home),
+                       "--json", str(tmp_path / "r.json"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "r.json").read_text())["protocols"]["avsbench-v1"]["metrics"]["mIoU"] == pytest.approx(1.0, abs=1e-6)
+    rgb[..., 0] = 7
+    Image.fromarray(rgb).save(folder / "clip00" / "0.png")
+    code, _, err = run(capsys, "--dataset", "synth-s4", "--split", "test", "--pred", str(folder), "--home", str(home))
+    assert code == 3 and "clip00" in err and "colour" in err
+    (folder / "clip00" / "0.png").unlink()
+    np.savez(folder / "clip00" / "0.npz", a=np.zeros((32, 32), np.float32), b=np.zeros((32, 32), np.float32))
+    code, _, err = run(capsys, "--dataset", "synth-s4", "--split", "test", "--pred", str(folder), "--home", str(home))
+    assert code == 3 and "clip00 frame 0" in err and "'logits'" in err
