@@ -9,7 +9,7 @@ import typer
 
 from avsbench_kit.cli.common import HomeOption, console
 
-app = typer.Typer(help="List registered datasets (and, as they arrive, encoders, baselines, protocols).",
+app = typer.Typer(help="List what is registered: datasets, encoders, baselines, metric protocols.",
                   no_args_is_help=True)
 
 
