@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
@@ -90,8 +91,8 @@ def binary_stats(logits: torch.Tensor, gt: torch.Tensor, j_logit_threshold: floa
     else:
         fg = torch.zeros(n, dtype=torch.int64)
     hk = h.sum(1)  # [T, 2, 256]
-    tp = Fn._tail_sums(hk[:, 1])
-    pp = Fn._tail_sums(hk[:, 0] + hk[:, 1])
+    tp = Fn.tail_sums(hk[:, 1])
+    pp = Fn.tail_sums(hk[:, 0] + hk[:, 1])
     return BinaryStats(iou, Fn.frame_f_curves(tp, pp, cg), cg > 0, fg, pixels)
 
 
@@ -453,6 +454,26 @@ def ordered_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 2
                 fut.cancel()
 
 
+_stack_buffers = threading.local()
+
+
+def _stack_reused(arrays: list) -> np.ndarray:
+    """``np.stack`` into a per-thread buffer that is reused from sample to sample (fresh multi-MB
+    arrays cost page faults). The result is only valid until this thread's next call."""
+    dtype = np.result_type(*arrays)
+    shape = (len(arrays), *arrays[0].shape)
+    size = int(np.prod(shape))
+    key = dtype.str
+    buf = getattr(_stack_buffers, key, None)
+    if buf is None or buf.size < size:
+        buf = np.empty(size, dtype)
+        setattr(_stack_buffers, key, buf)
+    out = buf[:size].reshape(shape)
+    for i, a in enumerate(arrays):
+        out[i] = a
+    return out
+
+
 @contextlib.contextmanager
 def _naming(sample_key: str, frame: int) -> Iterator[None]:
     """Prefix a file error with the sample and frame it belongs to."""
@@ -608,7 +629,7 @@ def evaluate_predictions(
                 arr, changed = P.fit_size(arr, size, files[k], resize, scored_as)
             resized += changed
             out.append(arr)
-        stacked = np.stack(out)
+        stacked = _stack_reused(out)
         if not P.all_finite(stacked):  # one check per sample; name the first bad frame
             for k, arr in zip(frames, out):
                 with _naming(row["sample_key"], k):

@@ -24,6 +24,7 @@ numpy, PIL and torch are imported inside the functions (the CLI imports this mod
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -44,8 +45,8 @@ class PredictionIndex:
     """What a prediction folder holds: ``files[sample_key][frame_index] = path``, plus strays."""
 
     root: Path
-    files: dict[str, dict[int, Path]] = field(default_factory=dict)
-    stray: list[tuple[Path, str]] = field(default_factory=list)  # (path, why it is not a prediction)
+    files: dict[str, dict[int, str]] = field(default_factory=dict)  # str paths: Path objects cost ~10 µs each
+    stray: list[tuple[str, str]] = field(default_factory=list)  # (path, why it is not a prediction)
 
 
 def scan(root: str | Path) -> PredictionIndex:
@@ -63,15 +64,15 @@ def scan(root: str | Path) -> PredictionIndex:
         if entry.name.startswith("."):
             continue
         if not entry.is_dir():
-            index.stray.append((Path(entry.path), "a file directly in the prediction folder (expected sample sub-folders)"))
+            index.stray.append((entry.path, "a file directly in the prediction folder (expected sample sub-folders)"))
             continue
-        frames: dict[int, Path] = {}
+        frames: dict[int, str] = {}
         with os.scandir(entry.path) as sub:
             names = sorted(e.name for e in sub)
         for name in names:
             if name.startswith("."):
                 continue
-            path = Path(entry.path) / name
+            path = os.path.join(entry.path, name)
             stem, dot, suffix = name.rpartition(".")
             suffix = "." + suffix.lower() if dot else ""
             if suffix not in SUFFIXES or not stem.isdigit() or str(int(stem)) != stem:
@@ -79,7 +80,7 @@ def scan(root: str | Path) -> PredictionIndex:
                 continue
             k = int(stem)
             if k in frames:
-                index.stray.append((path, f"a second file for frame {k} (also {frames[k].name})"))
+                index.stray.append((path, f"a second file for frame {k} (also {os.path.basename(frames[k])})"))
                 continue
             frames[k] = path
         index.files[entry.name] = frames
@@ -89,7 +90,11 @@ def scan(root: str | Path) -> PredictionIndex:
 # ---------------------------------------------------------------------------------------------
 # decoding
 # ---------------------------------------------------------------------------------------------
-def _bad(path: Path, what: str, hint: str) -> DataError:
+def _suffix(path: str | Path) -> str:
+    return os.path.splitext(os.fspath(path))[1].lower()
+
+
+def _bad(path: str | Path, what: str, hint: str) -> DataError:
     return DataError(f"prediction {path}: {what}", hint=hint)
 
 
@@ -99,7 +104,7 @@ _FLOAT_HINT = "save float logits with numpy.save (float16/float32), or a 0/255 P
 _npy_headers: dict[bytes, tuple[Any, tuple[int, ...], bool]] = {}
 
 
-def _read_npy_fast(path: Path):
+def _read_npy_fast(path: str | Path):
     """A ``.npy`` file via one read and a cached header parse (np.load parses every header with
     ``ast``, which was a third of the per-file cost); None if anything is unusual (np.load then
     reads it, with its own error messages)."""
@@ -107,7 +112,8 @@ def _read_npy_fast(path: Path):
 
     import numpy as np
 
-    data = path.read_bytes()
+    with open(path, "rb") as fh:
+        data = fh.read()
     if data[:6] != b"\x93NUMPY" or len(data) < 10:
         return None
     start = 10 if data[6] == 1 else 12
@@ -136,11 +142,11 @@ def _read_npy_fast(path: Path):
     return arr.reshape(shape, order="F" if fortran else "C")
 
 
-def _read_array(path: Path):
+def _read_array(path: str | Path):
     import numpy as np
 
     try:
-        if path.suffix.lower() == ".npy":
+        if _suffix(path) == ".npy":
             arr = _read_npy_fast(path)
             return arr if arr is not None else np.load(path, allow_pickle=False)
         with np.load(path, allow_pickle=False) as z:
@@ -156,7 +162,7 @@ def _read_array(path: Path):
         raise _bad(path, f"cannot be read ({type(exc).__name__}: {exc})", _FLOAT_HINT) from exc
 
 
-def _read_png(path: Path):
+def _read_png(path: str | Path):
     import numpy as np
     from PIL import Image
 
@@ -176,7 +182,7 @@ def _mask_to_logits(fg):
     return np.where(fg, np.float32(MASK_LOGIT), np.float32(-MASK_LOGIT)).astype(np.float32)
 
 
-def _png_binary(path: Path):
+def _png_binary(path: str | Path):
     import numpy as np
 
     mode, arr = _read_png(path)
@@ -197,16 +203,25 @@ def _png_binary(path: Path):
     raise _bad(path, f"is a {mode} PNG", "binary masks must be 8-bit grey (0 / 255), palette or 1-bit PNGs")
 
 
+_scratch = threading.local()
+
+
 def all_finite(arr) -> bool:
     """No NaN/±inf in a float array (fast paths for float16 and float32)."""
     import numpy as np
 
+    if not arr.size:
+        return True
     if arr.dtype == np.float16:  # exponent bits all ones = inf/NaN (np.isfinite is slow on float16)
-        return not bool(((arr.view(np.uint16) & 0x7C00) == 0x7C00).any())
-    return bool(np.isfinite(arr.min()) and np.isfinite(arr.max())) if arr.size else True
+        buf = getattr(_scratch, "u16", None)
+        if buf is None or buf.size < arr.size:
+            buf = _scratch.u16 = np.empty(arr.size, np.uint16)
+        bits = np.bitwise_and(arr.reshape(-1).view(np.uint16), 0x7C00, out=buf[: arr.size])
+        return int(bits.max()) != 0x7C00
+    return bool(np.isfinite(arr.min()) and np.isfinite(arr.max()))
 
 
-def _check_finite(path: Path, arr) -> None:
+def _check_finite(path: str | Path, arr) -> None:
     import numpy as np
 
     if all_finite(arr):
@@ -219,13 +234,13 @@ def _check_finite(path: Path, arr) -> None:
     )
 
 
-def load_binary(path: Path, check_finite: bool = True):
+def load_binary(path: str | Path, check_finite: bool = True):
     """Logits ``[H,W]`` (numpy float32, or float16 as stored) of one binary-task prediction file.
 
     ``check_finite=False`` leaves the NaN/inf check to the caller (one check per stacked sample)."""
     import numpy as np
 
-    if path.suffix.lower() == ".png":
+    if _suffix(path) == ".png":
         return _png_binary(path)
     arr = _read_array(path)
     while arr.ndim > 2 and arr.shape[0] == 1:
@@ -243,12 +258,12 @@ def load_binary(path: Path, check_finite: bool = True):
     return arr
 
 
-def load_avss(path: Path, num_classes: int = 71):
+def load_avss(path: str | Path, num_classes: int = 71):
     """AVSS prediction: ``("labels", int64 [H,W])`` or ``("logits", float32 [C,H,W])``."""
     import numpy as np
 
     hint = f"AVSS predictions are class maps (integer [H,W] .npy, or a PNG of indices 0..{num_classes - 1} or AVSS palette colours) or float logits [{num_classes},H,W]"
-    if path.suffix.lower() == ".png":
+    if _suffix(path) == ".png":
         mode, arr = _read_png(path)
         if arr.ndim == 3:
             from avsbench_kit.data.masks import avss_palette
@@ -292,7 +307,7 @@ def load_avss(path: Path, num_classes: int = 71):
 # ---------------------------------------------------------------------------------------------
 # resolution
 # ---------------------------------------------------------------------------------------------
-def fit_size(arr, size: tuple[int, int], path: Path, resize: Optional[str], scored_as: str, labels: bool = False):
+def fit_size(arr, size: tuple[int, int], path: str | Path, resize: Optional[str], scored_as: str, labels: bool = False):
     """``arr`` (``[H,W]`` or ``[C,H,W]`` numpy) at ``size``, resampled only when ``resize`` says so."""
     import numpy as np
 

@@ -14,12 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from avsbench_kit.errors import ConfigError
+from avsbench_kit.metrics.constants import LOGIT_GT_0_4 as _GT_0_4
+from avsbench_kit.metrics.constants import LOGIT_GT_HALF as _GT_HALF
 from avsbench_kit.registry import Registry
-
-#: sigmoid > 0.5 and sigmoid > 0.4 as float32 logit cut-offs (see constants.py; kept literal here
-#: so that listing protocols does not import the tables).
-_GT_HALF = float.fromhex("0x1.800002p-24")
-_GT_0_4 = float.fromhex("-0x1.9f3238p-2")
 
 FAMILIES = ("avsbench", "refavs", "avss")
 
