@@ -207,12 +207,15 @@ def bench_refavs_e2e(scale: float, keep: bool) -> None:
             print(f"  {split}: {dt:6.1f} s wall, {dc:6.1f} CPU-s (load {load:.1f})  "
                   f"({report['num_samples_scored']:,} expressions; refavs-v1 J {m['J']:.4f} F {m['F']:.4f})")
         manifest = load_manifest("synth-refavs", tmp / "home")
-        rows = manifest.rows("test_s")[:200]
-        t_gt, _ = timed(lambda: [sample_gt(r, manifest.root, "refavs") for r in rows])
-        gt_share = t_gt / len(rows) * total
+        rows = manifest.rows("test_s")[:300]
+        c0 = time.process_time()
+        for r in rows:
+            sample_gt(r, manifest.root, "refavs")
+        gt_share = (time.process_time() - c0) / len(rows) * total
         print(f"  total {seconds:.1f} s wall, {cpu:.1f} CPU-s (2 worker threads) for {total:,} expressions "
               f"({total / seconds:,.0f} expr/s); target < 60 s wall: {'MET' if seconds < 60 else 'NOT MET'}")
-        print(f"  of which GT decoding (data.masks.sample_gt, 10 PNGs/expression) ~{gt_share:.1f} s single-threaded")
+        print(f"  of which GT decoding (data.masks.sample_gt, 10 PNGs/expression) ~{gt_share:.1f} CPU-s "
+              f"(timed on {len(rows)} expressions)")
         ROWS.append(dict(workload="Ref-AVS e2e", metric=f"{total} expressions", official_s=float("nan"),
                          toolkit_s=seconds, ratio=float("nan"), note=f"target < 60 s wall; {cpu:.1f} CPU-s", match=""))
     finally:

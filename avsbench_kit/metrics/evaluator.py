@@ -489,6 +489,57 @@ def _required_frames(row: dict[str, Any]) -> list[int]:
     return [k for k, a in enumerate(row["annotated"]) if a]
 
 
+def check_folder(index, rows: list[dict[str, Any]], what: str, pad_to: Optional[int], *, partial: bool,
+                 ignore_extra: bool, notes: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Match a scanned prediction folder against the split's rows.
+
+    Returns (rows with every annotated frame present, keys of incomplete samples). Files that are
+    not predictions for the split are an error unless ``ignore_extra``; incomplete samples are an
+    error unless ``partial``. Errors name the first offending file/sample and the fix."""
+    from avsbench_kit.errors import DataError
+    from avsbench_kit.metrics import predictions as P
+
+    wanted = {r["sample_key"]: r for r in rows}
+    stray = list(index.stray)
+    for key, frames in index.files.items():
+        row = wanted.get(key)
+        if row is None:
+            stray.extend((path, f"no sample {key!r} in {what}") for path in frames.values())
+            if not frames:
+                stray.append((str(index.root / key), f"no sample {key!r} in {what}"))
+            continue
+        limit = max(row["num_frames"], pad_to or 0)
+        stray.extend((path, f"sample {key} has frames 0..{limit - 1}") for k, path in frames.items() if k >= limit)
+    if stray and not ignore_extra:
+        path, why = stray[0]
+        raise DataError(
+            f"{len(stray)} file(s) in {index.root} are not predictions for {what}; first: {path} ({why})",
+            hint=f"expected {P.NAMING}; remove them, point --pred at this split's folder, or pass --ignore-extra",
+        )
+    if stray:
+        notes.append(f"ignored {len(stray)} file(s) that are not predictions for this split")
+    complete, missing = [], []
+    first: Optional[tuple[str, int]] = None
+    for row in rows:
+        have = index.files.get(row["sample_key"], {})
+        lacking = [k for k in _required_frames(row) if k not in have]
+        if lacking:
+            missing.append(row["sample_key"])
+            first = first or (row["sample_key"], lacking[0])
+        else:
+            complete.append(row)
+    if first and not partial:
+        key, k = first
+        raise DataError(
+            f"{len(missing)} of {len(rows)} samples lack predictions; first: sample {key} frame {k} "
+            f"(expected {P.describe_missing(index.root, key, k)})",
+            hint=f"write one file per annotated frame as {P.NAMING}, or pass --partial to score the complete samples only",
+        )
+    if not complete:
+        raise DataError(f"no sample of {what} has complete predictions in {index.root}", hint=f"expected {P.NAMING}")
+    return complete, missing
+
+
 def evaluate_predictions(
     dataset: str,
     split: str,
@@ -538,53 +589,13 @@ def evaluate_predictions(
 
     reference = pred if (pred in P.REFERENCE_PREDICTORS and not pred.startswith(("./", "/"))) else None
     notes: list[str] = []
-    missing: list[tuple[str, int]] = []
-    complete_rows = rows
     index = None
+    complete_rows, missing_samples = rows, []
     if reference is None:
         index = P.scan(Path(pred))
-        wanted: dict[str, dict[str, Any]] = {r["sample_key"]: r for r in rows}
-        stray = list(index.stray)
-        for key, frames in index.files.items():
-            row = wanted.get(key)
-            if row is None:
-                stray.extend((path, f"no sample {key!r} in {dataset} {split}") for path in frames.values())
-                if not frames:
-                    stray.append((index.root / key, f"no sample {key!r} in {dataset} {split}"))
-                continue
-            limit = max(row["num_frames"], pad_to or 0)
-            for k, path in frames.items():
-                if k >= limit:
-                    stray.append((path, f"sample {key} has frames 0..{limit - 1}"))
-        if stray and not ignore_extra:
-            path, why = stray[0]
-            raise DataError(
-                f"{len(stray)} file(s) in {index.root} are not predictions for {dataset} {split}; first: {path} ({why})",
-                hint=f"expected {P.NAMING}; remove them, point --pred at this split's folder, or pass --ignore-extra",
-            )
-        if stray:
-            notes.append(f"ignored {len(stray)} file(s) that are not predictions for this split")
-        complete_rows = []
-        for row in rows:
-            have = index.files.get(row["sample_key"], {})
-            lacking = [k for k in _required_frames(row) if k not in have]
-            if lacking:
-                missing.extend((row["sample_key"], k) for k in lacking)
-            else:
-                complete_rows.append(row)
-        missing_samples = sorted({k for k, _ in missing}, key=[r["sample_key"] for r in rows].index)
-        if missing and not partial:
-            key, k = missing[0]
-            raise DataError(
-                f"{len(missing_samples)} of {len(rows)} samples lack predictions; first: sample {key} frame {k} "
-                f"(expected {P.describe_missing(index.root, key, k)})",
-                hint=f"write one file per annotated frame as {P.NAMING}, or pass --partial to score the complete samples only",
-            )
-        if not complete_rows:
-            raise DataError(f"no sample of {dataset} {split} has complete predictions in {index.root}",
-                            hint=f"expected {P.NAMING}")
-    else:
-        missing_samples = []
+        complete_rows, missing_samples = check_folder(
+            index, rows, f"{dataset} {split}", pad_to, partial=partial, ignore_extra=ignore_extra, notes=notes
+        )
 
     null_split = fam == "refavs" and (split == "test_n" or all(r["is_null"] for r in rows))
     ev = Evaluator(protocols, split, null_split=null_split)
