@@ -4,8 +4,8 @@
 It does what the official code does, the slow way: sigmoid inside, one pass per frame and per
 threshold, torch float32 arithmetic in the order §5 gives, float32/float64 meters as in the
 official test scripts. It is the oracle of the exactness tests and the "official" side of
-``benchmarks/bench_metrics.py``; it must stay independent of ``avsbench_kit.metrics`` (it only
-reads the spec's constant tables for the DAVIS tolerance-free parts it shares nothing with).
+``benchmarks/bench_metrics.py``, so it imports nothing from ``avsbench_kit`` (thresholds come from
+``torch.linspace`` as in the official code, not from the toolkit's tables).
 
 One deliberate detail: torch's CPU sigmoid is vectorised, but the last few elements of a loop
 (the "tail") go through a scalar implementation that can differ by one ulp. The official calls

@@ -308,3 +308,21 @@ def test_davis_empty_rules() -> None:
     one[0, 10:20, 10:20] = 1
     assert Fn.davis_boundary_f(z - 5, one) == 0.0 and Fn.davis_j(z - 5, one) == 0.0
     assert math.isclose(Fn.davis_boundary_f(torch.where(one > 0, 5.0, -5.0), one), 1.0)
+
+
+def test_device_generic_path(monkeypatch) -> None:
+    """The pure-torch path used for GPU tensors (forced here on CPU) gives the same results."""
+    x = CASES["boundary"](5, 20, 20, 41)
+    x[0, 0, 0] = float("nan")
+    g = blobs(5, 20, 20, 42)
+    soft = g * 0.5
+    expected = (Fn.avs_fscore(x, g), Fn.avs_miou(x, g), Fn.refavs_j(x, g), Fn.refavs_s(x),
+                Fn.pr_curve_counts(x, g), Fn.pr_curve_counts(x, soft), Fn.avs_fscore(x.half(), g))
+    monkeypatch.setattr(Fn, "FORCE_TORCH_PATH", True)
+    got = (Fn.avs_fscore(x, g), Fn.avs_miou(x, g), Fn.refavs_j(x, g), Fn.refavs_s(x),
+           Fn.pr_curve_counts(x, g), Fn.pr_curve_counts(x, soft), Fn.avs_fscore(x.half(), g))
+    for a, b in zip(expected, got):
+        if isinstance(a, tuple):
+            assert all(torch.equal(u, v) for u, v in zip(a, b))
+        else:
+            assert a == b

@@ -73,8 +73,8 @@ def binary_stats(logits: torch.Tensor, gt: torch.Tensor, j_logit_threshold: floa
         iou = Fn.frame_iou(x, g, j_logit_threshold)
         tp, pp = Fn.pr_curve_counts(x, g)
         ng, pos = Fn.gt_stats(g)
-        fg = torch.count_nonzero(x >= C.LOGIT_GT_HALF, dim=(1, 2)) if need_fg else torch.zeros(n, dtype=torch.int64)
-        return BinaryStats(iou, Fn.frame_f_curves(tp, pp, ng), pos, fg, pixels)
+        fg = torch.count_nonzero(x >= C.LOGIT_GT_HALF, dim=(1, 2)).cpu() if need_fg else torch.zeros(n, dtype=torch.int64)
+        return BinaryStats(iou.cpu(), Fn.frame_f_curves(tp, pp, ng), pos, fg, pixels)
     same = j_logit_threshold == C.LOGIT_GT_HALF
     extras = (j_logit_threshold,) if (same or not need_fg) else (j_logit_threshold, C.LOGIT_GT_HALF)
     h = Fn.frame_histograms(raw, gb, extras)  # [T, E, 2, 256]

@@ -36,6 +36,14 @@ _EPS_U = 3e-4  # ambiguity margin of the sigmoid-based bucket estimate (its erro
 
 _tables: dict[str, torch.Tensor] = {}
 
+#: Tests set this to run the device-generic (pure torch) code paths on CPU tensors.
+FORCE_TORCH_PATH = False
+
+
+def _host(t: torch.Tensor) -> bool:
+    """True when the numpy-assisted CPU fast paths apply (CPU tensor, not forced off)."""
+    return t.device.type == "cpu" and not FORCE_TORCH_PATH
+
 
 def thresholds() -> torch.Tensor:
     """The 255 official F-measure thresholds (float32, cached)."""
@@ -89,7 +97,7 @@ def binary_mask(gt: torch.Tensor) -> Optional[torch.Tensor]:
     bool-producing kernels."""
     if gt.dtype == torch.bool:
         return gt
-    if gt.device.type == "cpu" and not gt.is_complex():
+    if _host(gt) and not gt.is_complex():
         import numpy as np
 
         a = gt.detach().contiguous().numpy()
@@ -114,6 +122,12 @@ def frame_iou(logits: torch.Tensor, gt: torch.Tensor, logit_threshold: float = C
     n, h, w = x.shape
     num_pixels = h * w
     gb = binary_mask(g)
+    if gb is not None and not _host(x):  # device-generic: plain counts
+        pred = x >= logit_threshold
+        dims = (1, 2)
+        cp, cg = torch.count_nonzero(pred, dim=dims), torch.count_nonzero(gb, dim=dims)
+        ci = torch.count_nonzero(pred & gb, dim=dims)
+        return iou_from_counts(cp.cpu(), cg.cpu(), ci.cpu(), num_pixels)
     if gb is not None:
         xf = x.reshape(n, num_pixels)
         g8 = gb.reshape(n, num_pixels).contiguous().view(torch.uint8)
@@ -181,7 +195,7 @@ def _chunks(n: int, p: int):
 
 def exact_buckets(x: torch.Tensor) -> torch.Tensor:
     """Number of thresholds each logit passes (0..255; NaN passes none), by binary search."""
-    b = logit_boundaries()
+    b = logit_boundaries().to(x.device)
     j = torch.bucketize(x, b, right=True)
     return torch.where(torch.isnan(x), torch.zeros_like(j), j)
 
@@ -315,6 +329,17 @@ def _chunk_keys_half(xc: torch.Tensor, g8: Optional[torch.Tensor], extras: tuple
     return keys
 
 
+def _portable_keys(xc: torch.Tensor, g8: Optional[torch.Tensor], extras: tuple[float, ...]) -> torch.Tensor:
+    """The same keys with plain torch ops on any device (GPU: ``bucketize`` is cheap there)."""
+    x = xc.reshape(-1).to(torch.float32)
+    keys = exact_buckets(x).to(torch.int32)
+    if g8 is not None:
+        keys += g8.reshape(-1).to(torch.int32) * 256
+    for k, t in enumerate(extras):
+        keys += (x >= t).to(torch.int32) * (512 << k)
+    return keys
+
+
 _offsets: dict[tuple[int, int], torch.Tensor] = {}
 
 
@@ -352,15 +377,18 @@ def frame_histograms(logits: torch.Tensor, gt: torch.Tensor, extras: Sequence[fl
     xf = x.reshape(n, p)
     g8 = gb.reshape(n, p).contiguous().view(torch.uint8)
     width = 512 << len(extras)
-    hist = torch.zeros(n, width, dtype=torch.int64)
-    keys_of = _chunk_keys_half if half else _chunk_keys
+    host = _host(x)
+    hist = torch.zeros(n, width, dtype=torch.int64, device=x.device)
+    keys_of = (_chunk_keys_half if half else _chunk_keys) if host else _portable_keys
     for s, e, p0, p1 in _chunks(n, p):
         m = e - s
         keys = keys_of(xf[s:e, p0:p1], g8[s:e, p0:p1], extras)
         if m > 1:
-            keys.add_(_frame_offsets(m, p1 - p0, width))
+            offsets = _frame_offsets(m, p1 - p0, width) if host else \
+                (torch.arange(m, dtype=torch.int32, device=x.device) * width).repeat_interleave(p1 - p0)
+            keys.add_(offsets)
         hist[s:e] += torch.bincount(keys, minlength=m * width).view(m, width)
-    return hist.view(n, 1 << len(extras), 2, 256)
+    return hist.cpu().view(n, 1 << len(extras), 2, 256)
 
 
 def pr_histograms(logits: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -376,17 +404,21 @@ def pr_histograms(logits: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor,
     p = x[0].numel() if n else 0
     xf = x.reshape(n, p)
     gw = g.reshape(n, p).to(torch.float64)
-    h_all = torch.zeros(n, 256, dtype=torch.int64)
-    h_gt = torch.zeros(n, 256, dtype=torch.float64)
+    h_all = torch.zeros(n, 256, dtype=torch.int64, device=x.device)
+    h_gt = torch.zeros(n, 256, dtype=torch.float64, device=x.device)
     for s, e, p0, p1 in _chunks(n, p):
         m = e - s
-        keys = _chunk_keys(xf[s:e, p0:p1], None, ())
-        if m > 1:
-            keys.add_(_frame_offsets(m, p1 - p0, 256))
+        if _host(x):
+            keys = _chunk_keys(xf[s:e, p0:p1], None, ())
+            if m > 1:
+                keys.add_(_frame_offsets(m, p1 - p0, 256))
+        else:
+            keys = _portable_keys(xf[s:e, p0:p1], None, ())
+            keys += (torch.arange(m, dtype=torch.int32, device=x.device) * 256).repeat_interleave(p1 - p0)
         flat = keys
         h_all[s:e] += torch.bincount(flat, minlength=m * 256).view(m, 256)
         h_gt[s:e] += torch.bincount(flat, weights=gw[s:e, p0:p1].reshape(-1), minlength=m * 256).view(m, 256)
-    return h_all, h_gt
+    return h_all.cpu(), h_gt.cpu()
 
 
 def tail_sums(h: torch.Tensor) -> torch.Tensor:
@@ -410,12 +442,12 @@ def gt_stats(gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     g = as_frames(gt, "gt")
     gb = binary_mask(g)
     if gb is not None:
-        ng = gb.reshape(gb.shape[0], -1).view(torch.uint8).sum(1, dtype=torch.int32).to(torch.int64)
+        ng = gb.reshape(gb.shape[0], -1).view(torch.uint8).sum(1, dtype=torch.int32).to(torch.int64).cpu()
         return ng.to(torch.float32), ng > 0
     t = g.to(torch.float32)
     ng = torch.stack([t[k].sum() for k in range(t.shape[0])]) if t.shape[0] else torch.zeros(0)
     pos = torch.stack([torch.mean(t[k]) != 0.0 for k in range(t.shape[0])]) if t.shape[0] else torch.zeros(0, dtype=torch.bool)
-    return ng, pos
+    return ng.cpu(), pos.cpu()
 
 
 def frame_f_curves(tp: torch.Tensor, pp: torch.Tensor, ng: torch.Tensor) -> torch.Tensor:
@@ -507,13 +539,14 @@ def avss_frame_counts(pred: torch.Tensor, gt: torch.Tensor, num_classes: int = C
     n = p.shape[0]
     if n and (int(p.min()) < 0 or int(p.max()) >= num_classes or int(t.min()) < 0 or int(t.max()) >= num_classes):
         raise ValueError(f"AVSS class indices must lie in 0..{num_classes - 1}")
-    offs = (torch.arange(n) * num_classes).view(n, 1, 1)
+    t = t.to(p.device)
+    offs = (torch.arange(n, device=p.device) * num_classes).view(n, 1, 1)
     size = n * num_classes
     area_pred = torch.bincount((p + offs).view(-1), minlength=size).view(n, num_classes)
     area_lab = torch.bincount((t + offs).view(-1), minlength=size).view(n, num_classes)
     hit = p == t
     inter = torch.bincount((p + offs)[hit], minlength=size).view(n, num_classes)
-    return inter, area_pred, area_lab
+    return inter.cpu(), area_pred.cpu(), area_lab.cpu()  # small: the float32 sums run on CPU
 
 
 def avss_frame_scores(inter: torch.Tensor, area_pred: torch.Tensor, area_lab: torch.Tensor):
