@@ -250,3 +250,25 @@ def test_text_encoders() -> None:
     assert "minilm" in err.value.hint
     with pytest.raises(ConfigError, match="unknown text_encoder.kind"):
         build_text_encoder({"kind": "bert"})
+
+
+def test_bn_l2_feature_norm_standardises_with_running_stats(batch: dict) -> None:
+    m = build("feature_norm=bn_l2")
+    assert m.fusion.audio_bn is not None and m.fusion.image_bn is not None
+    before = m.fusion.audio_bn.running_mean.clone()
+    m.train()
+    one = {**batch, "annotated": torch.tensor([[True, False, False], [False, False, False]])}
+    m(one)  # a single training frame has no batch statistics: running stats, no crash
+    assert torch.equal(m.fusion.audio_bn.running_mean, before)
+    m(batch)
+    assert not torch.equal(m.fusion.audio_bn.running_mean, before)  # 4 frames update the stats
+    # constant offsets shared by every clip (an anisotropic encoder) are removed in training mode
+    shifted = {**batch, "features": {**batch["features"],
+                                     "clap": batch["features"]["clap"] + 100.0}}
+    assert torch.allclose(m(batch), m(shifted), atol=1e-3)
+    m.eval()
+    with torch.no_grad():
+        assert torch.isfinite(m(batch)).all()
+    assert build().fusion.audio_bn is None  # the paper's plain L2 by default
+    with pytest.raises(ConfigError, match="feature_norm"):
+        build("feature_norm=layer")

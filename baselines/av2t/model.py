@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from avsbench_kit.errors import ConfigError, DataError
-from baselines.av2t.heads import (PROMPT_FEATURES, AdapterGenerator, PromptFeature, PseudoTokens,
-                                  text_hidden_fcs)
+from baselines.av2t.heads import (FEATURE_NORMS, PROMPT_FEATURES, AdapterGenerator,
+                                  PromptFeature, PseudoTokens, text_hidden_fcs)
 from baselines.av2t.text_prompt import build_text_encoder
 from baselines.base import Baseline, check_batch, feature_request, masks_at
 from baselines.common.losses import bce_iou_loss
@@ -50,6 +50,7 @@ class AV2TSAM(Baseline):
         self.name = str(cfg.get("name", "av2t"))  # "probe-clip-only" for the probe entry
         self.prompt_feature = _choice(cfg, "prompt_feature", PROMPT_FEATURES)
         self.train_frames = _choice(cfg, "train_frames", ("annotated", "all"))
+        self.feature_norm = _choice(cfg, "feature_norm", FEATURE_NORMS)
         if not isinstance(cfg.get("adapters"), bool):
             raise ConfigError(f"adapters={cfg.get('adapters')!r} must be true or false",
                               hint="adapters=true runs the image encoder on frames (slow on CPU)")
@@ -73,7 +74,7 @@ class AV2TSAM(Baseline):
             self.text_encoder = build_text_encoder(cfg["text_encoder"])
             hidden = self.text_encoder.hidden_size
             self.fusion = PromptFeature(self.prompt_feature, self.dims["audio"], self.dims["image"],
-                                        width)
+                                        width, self.feature_norm)
             self.pseudo_tokens = PseudoTokens(width, hidden, int(cfg.get("num_pseudo_tokens", 3)))
             self.text_hidden_fcs = text_hidden_fcs(hidden, self.sam.hidden_dim)
             self.adapters = AdapterGenerator(width, self.sam.block_dims) if self.adapters_on else None
