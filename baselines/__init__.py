@@ -11,7 +11,7 @@ that define the entry, applied and enforced by :func:`baselines.configs.load_con
 
 from __future__ import annotations
 
-_AV2T_PAPER = "AV2T-SAM: Audio Visual Segmentation Through Text Embeddings (Lee et al., 2025)"
+_AV2T_PAPER = "AV2T-SAM: Audio Visual Segmentation Through Text Embeddings (K. Lee et al.; code bok-bok/AV2T-SAM)"
 
 
 def register(registry) -> None:
