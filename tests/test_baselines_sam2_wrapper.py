@@ -193,3 +193,23 @@ def test_memory_propagation_shapes(sam128: SAM2Wrapper, images: torch.Tensor) ->
         mid = sam128.propagate(frames, {1: _prompt(2)}, output_size=(16, 24))
     assert out.shape == (2, 3, 32, 32) and torch.isfinite(out).all()
     assert mid.shape == (2, 3, 16, 24) and torch.isfinite(mid).all()
+
+
+def test_sam2_image_cache_encoder_matches_the_wrapper_bit_for_bit(sam128: SAM2Wrapper) -> None:
+    """The toolkit's sam2_image encoder (random init, same seed rule) writes exactly what the
+    wrapper computes on the fly, rounded to float16 — so cache and frames are interchangeable."""
+    base = pytest.importorskip("avsbench_kit.features.base")
+    import numpy as np
+
+    frames = np.random.default_rng(0).random((2, 3, 96, 112)).astype(np.float32)
+    enc = base.build_encoder("sam2_image", ("model_config=configs/sam2.1/sam2.1_hiera_t.yaml",
+                                            "image_size=128", "seed=0",
+                                            "levels=[fpn0,fpn1,fpn2,conv_s0,conv_s1]"))
+    cached = enc.encode([{"frames": frames}])[0]
+    x = sam128.preprocess(torch.from_numpy(frames))
+    with torch.no_grad():
+        raw = sam128.features(x).to_cache()
+        proj = sam128.forward_image(x)["backbone_fpn"]
+    ours = {**raw, "conv_s0": proj[0].half(), "conv_s1": proj[1].half()}
+    for name, value in ours.items():
+        assert np.array_equal(cached[name], value.numpy()), name
