@@ -152,7 +152,7 @@ def feature_fingerprints(requests: list) -> dict[str, str]:
 
 
 def ensure_features(manifest, requests: list, splits: Iterable[str], home, build: bool,
-                    say: Callable[[str], None]) -> None:
+                    say: Callable[[str], None], progress: bool = True) -> None:
     """Build missing caches; with ``build_caches=false`` fail instead, naming the exact
     ``avskit features extract`` command (the reader's NotPreparedError hint)."""
     if not requests:
@@ -160,8 +160,12 @@ def ensure_features(manifest, requests: list, splits: Iterable[str], home, build
     from avsbench_kit.features import reader
 
     if build:
+        from avsbench_kit.features.extract import extract
+
         say(f"feature caches for {manifest.dataset}: {', '.join(r.label for r in requests)} (built if missing)")
-        reader.ensure_caches(manifest, requests, home=home)
+        for r in requests:  # one worker: under torchrun, RANK/WORLD_SIZE must not split this job
+            extract(manifest, r.encoder, r.overrides, home=home, num_workers_total=1, worker_index=0,
+                    progress=progress)
         return
     for split in splits:
         if len(manifest.split(split)):
@@ -303,7 +307,7 @@ def execute(req: RunRequest, home: str | Path | None = None, *, progress: bool =
     model = build_model(req, cfg)
     requests = list(model.feature_requests())
     if dist.main:
-        ensure_features(manifest, requests, spec.splits, home, req.build_caches, quiet)
+        ensure_features(manifest, requests, spec.splits, home, req.build_caches, quiet, progress)
     _barrier(dist)
     record_cfg = {**cfg, "run": {"baseline": req.baseline, "preset": req.config, "dataset": req.dataset,
                                  "mode": req.mode, "protocols": list(protocols),
