@@ -117,7 +117,8 @@ def reproduced_rows(records: Iterable[RunRecord]) -> dict[tuple[str, str, str], 
                 protocol=f"{protocol}@{version}" if version else protocol,
                 source=", ".join(r.run_id for r in runs),
                 cells={k: mean_std(v) for k, v in cells.items()},
-                note=f"mean ± std over {len(runs)} seeds" if len(runs) > 1 else "single seed",
+                note=(f"mean ± std over {len(runs)} runs (seeds {sorted({r.seed for r in runs})})"
+                      if len(runs) > 1 else "single run"),
                 run_ids=[r.run_id for r in runs],
             )
             out.setdefault((dataset, protocol, version), []).append(row)

@@ -42,7 +42,7 @@ def _row_values(table: LeaderTable, row) -> list[str]:
 def _static_columns(table: LeaderTable) -> list[str]:
     if table.protocol == REPORTED:
         return ["kind", "method", "backbone", "protocol (as far as known)"]
-    return ["kind", "method", "config / data", "seeds"]
+    return ["kind", "method", "config / data", "runs (n)"]
 
 
 def _static_values(table: LeaderTable, row) -> list[str]:
