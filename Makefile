@@ -13,9 +13,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the toolkit with its dev dependencies
 
-demo: install  ## the main job on the embedded SynthAVS benchmark
+DEMO_DATASETS  ?= synth-s4 synth-ms3
+DEMO_BASELINES ?= av2t probe-clip-only empty full
+
+demo: install  ## SynthAVS -> features -> train/evaluate the baselines -> leaderboard (~10 min, 2 cores)
 	$(BIN)/avskit prepare synth --size small --seed 0
 	$(BIN)/avskit ls datasets
+	for ds in $(DEMO_DATASETS); do for b in $(DEMO_BASELINES); do \
+		echo "== avskit run baseline=$$b dataset=$$ds"; \
+		$(BIN)/avskit run baseline=$$b dataset=$$ds --no-progress || exit 1; done; done
+	for ds in $(DEMO_DATASETS); do $(BIN)/avskit leaderboard --dataset $$ds || exit 1; done
 
 test: install  ## the test suite (what CI runs)
 	$(BIN)/python -m pytest tests

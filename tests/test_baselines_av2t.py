@@ -16,7 +16,8 @@ from baselines.common.sam2_wrapper import hiera_block_dims
 from baselines.configs import load_config
 
 B, T, A_DIM, V_DIM = 2, 3, 32, 24
-SMALL = ["text_encoder.kind=transformer", "text_encoder.hidden=64", "text_encoder.layers=1",
+# the paper's encoders (cpu-small's default stand-ins are swapped back to CLAP/CLIP here)
+SMALL = ["features.audio=clap", "features.image=clip", "text_encoder.kind=transformer", "text_encoder.hidden=64", "text_encoder.layers=1",
          "image_size=128", "output_size=64", f"dims.audio={A_DIM}", f"dims.image={V_DIM}"]
 
 

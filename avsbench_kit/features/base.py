@@ -265,6 +265,8 @@ _BUILTIN = {
     "minilm": ("avsbench_kit.features.encoders.minilm:MiniLMEncoder", "text"),
     "vit": ("avsbench_kit.features.encoders.vit:ViTEncoder", "image"),
     "sam2_image": ("avsbench_kit.features.encoders.sam2_image:SAM2ImageEncoder", "image"),
+    "logmel_stats": ("avsbench_kit.features.encoders.handcrafted:LogMelStatsEncoder", "audio"),
+    "rgb_hist": ("avsbench_kit.features.encoders.handcrafted:RGBHistogramEncoder", "image"),
 }
 for _name, (_target, _modality) in _BUILTIN.items():
     ENCODERS.add(_name, _target, modality=_modality)

@@ -168,19 +168,23 @@ def _all_true(flag: bool, d: Dist) -> bool:
 
 
 def _average_grads(params: list, d: Dist) -> None:
+    """All-reduce mean of the gradients; a parameter that got no gradient on any rank keeps
+    ``grad=None`` (as in one process, so AdamW skips it instead of decaying it)."""
     if not d.active:
         return
     import torch
     import torch.distributed as dist
 
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    has_grad = torch.tensor([float(p.grad is not None) for p in params])
+    flat = torch.cat([g.reshape(-1) for g in grads] + [has_grad.to(grads[0].dtype)])
     dist.all_reduce(flat)
-    flat /= d.world
+    ranks_with_grad = flat[-len(params):]
+    flat = flat[:-len(params)] / d.world
     offset = 0
-    for p, g in zip(params, grads):
+    for p, g, seen in zip(params, grads, ranks_with_grad.tolist()):
         n = g.numel()
-        p.grad = flat[offset:offset + n].view_as(p).clone()
+        p.grad = flat[offset:offset + n].view_as(p).clone() if seen > 0 else None
         offset += n
 
 

@@ -1,0 +1,123 @@
+"""Parameter-free audio and image descriptors: CPU stand-ins for CLAP and CLIP without weights.
+
+Why they exist: with no pretrained weights on the machine, a randomly initialised CLAP gives
+nearly collinear embeddings for all clips and a random CLIP carries no class information, so a
+fusion model trained on them cannot learn to use audio and a "does the model use audio?" probe
+measures nothing (see docs/runs.md). These two descriptors keep the *interface* of the real
+encoders (one vector per frame, cached and fingerprinted the same way) while carrying the
+information a pretrained encoder would: which pitches sound, and which colours are visible.
+
+* ``logmel_stats`` (audio): the VGGish front end's log-mel bands averaged over each frame's
+  ``segment_s`` of audio; ``channels: concat`` concatenates left and right (keeps panning).
+* ``rgb_hist`` (image): a joint RGB histogram (``bins`` levels per channel) of each frame, as
+  pixel fractions, square-rooted so that small objects are not drowned by the background.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from avsbench_kit.errors import ConfigError
+from avsbench_kit.features.base import Encoder, FieldSpec, choice, positive
+from avsbench_kit.features.vggish_frontend import FrontEnd, log_mel
+
+
+class ParameterFreeEncoder(Encoder):
+    """An encoder with no weights: its identity is its code and preprocessing alone."""
+
+    def weights_source(self) -> str:
+        return "none (parameter-free)"
+
+    def fingerprint_parts(self) -> dict[str, Any]:
+        parts = super().fingerprint_parts()
+        parts["weights"] = {"kind": "parameter-free"}
+        return parts
+
+    def _load(self) -> Any:
+        return None  # nothing to load: the descriptor is a fixed function of the input
+
+
+class LogMelStatsEncoder(ParameterFreeEncoder):
+    name = "logmel_stats"
+    modality = "audio"
+    key_by = "clip"
+    needs = ("audio",)
+    code_version = "1"
+
+    def validate(self) -> None:
+        choice(self.cfg, "config", ("none",))
+        choice(self.cfg, "channels", ("mono", "concat"))
+        positive(self.cfg, "segment_s")
+        positive(self.cfg, "shard_size")
+        positive(self.cfg, "batch_size")
+        try:
+            self.frontend = FrontEnd(mel_bands=int(self.cfg["mel_bands"]))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"invalid log-mel front end: {exc}") from None
+        if self.cfg["segment_s"] * self.frontend.sample_rate < self.frontend.window_samples:
+            raise ConfigError(f"segment_s={self.cfg['segment_s']} is shorter than one 25 ms window",
+                              hint="use segment_s >= 0.025 (1.0 = one frame per second)")
+
+    def output_spec(self) -> dict[str, FieldSpec]:
+        width = self.frontend.mel_bands * (2 if self.cfg["channels"] == "concat" else 1)
+        return {"emb": FieldSpec(("T", width), "float32")}
+
+    def _encode(self, model: Any, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from avsbench_kit.data.audio import resample
+
+        fe, rate = self.frontend, self.frontend.sample_rate
+        length = int(round(float(self.cfg["segment_s"]) * rate))
+        out = []
+        for unit in batch:
+            wave = resample(np.asarray(unit["audio"], dtype=np.float32), int(unit["sample_rate"]), rate)
+            wave = wave[None] if wave.ndim == 1 else wave
+            if self.cfg["channels"] == "mono":
+                wave = wave.mean(axis=0, keepdims=True)
+            elif wave.shape[0] == 1:
+                wave = np.concatenate([wave, wave])
+            else:
+                wave = wave[:2]
+            count = int(unit["num_frames"])
+            if wave.shape[1] < length * count:
+                wave = np.pad(wave, ((0, 0), (0, length * count - wave.shape[1])))
+            rows = [np.concatenate([log_mel(ch[k * length:(k + 1) * length], fe).mean(axis=0)
+                                    for ch in wave]) for k in range(count)]
+            out.append({"emb": np.stack(rows).astype(np.float32)})
+        return out
+
+
+class RGBHistogramEncoder(ParameterFreeEncoder):
+    name = "rgb_hist"
+    modality = "image"
+    key_by = "clip"
+    needs = ("frames",)
+    code_version = "1"
+
+    def validate(self) -> None:
+        choice(self.cfg, "config", ("none",))
+        choice(self.cfg, "transform", ("sqrt", "none"))
+        positive(self.cfg, "bins")
+        positive(self.cfg, "shard_size")
+        positive(self.cfg, "batch_size")
+        if int(self.cfg["bins"]) > 16:
+            raise ConfigError(f"bins={self.cfg['bins']} gives {int(self.cfg['bins']) ** 3} dimensions",
+                              hint="use bins <= 16 (4 = 64 dimensions)")
+
+    def output_spec(self) -> dict[str, FieldSpec]:
+        return {"emb": FieldSpec(("T", int(self.cfg["bins"]) ** 3), "float32")}
+
+    def _encode(self, model: Any, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        bins = int(self.cfg["bins"])
+        out = []
+        for unit in batch:
+            frames = np.asarray(unit["frames"], dtype=np.float32)  # [T, 3, H, W] in [0, 1]
+            levels = np.clip((frames * bins).astype(np.int64), 0, bins - 1)
+            code = (levels[:, 0] * bins + levels[:, 1]) * bins + levels[:, 2]  # [T, H, W]
+            hist = np.stack([np.bincount(c.reshape(-1), minlength=bins ** 3) for c in code])
+            hist = hist.astype(np.float64) / max(code[0].size, 1)
+            if self.cfg["transform"] == "sqrt":
+                hist = np.sqrt(hist)
+            out.append({"emb": hist.astype(np.float32)})
+        return out
