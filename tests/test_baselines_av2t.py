@@ -21,13 +21,7 @@ SMALL = ["features.audio=clap", "features.image=clip", "text_encoder.kind=transf
          "image_size=128", "output_size=64", f"dims.audio={A_DIM}", f"dims.image={V_DIM}"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors on a shared 2-core box: one thread avoids oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def build(*overrides: str, name: str = "av2t") -> AV2TSAM:

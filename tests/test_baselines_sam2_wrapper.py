@@ -11,13 +11,7 @@ from baselines.common.sam2_wrapper import (ImageFeatures, SAM2Wrapper, check_ima
                                            classify_levels, hiera_block_dims)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors on a shared 2-core box: one thread avoids oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -82,6 +82,16 @@ def test_cli_user_error_is_one_line(tmp_path, capsys):
     assert "hint:" in err
 
 
+@pytest.mark.parametrize("where", ["front", "end"])
+def test_cli_debug_reraises_anywhere_on_the_line(tmp_path, where):
+    from avsbench_kit.errors import AvsKitError
+
+    args = ["prepare", "refavs", "--home", str(tmp_path)]
+    args = ["--debug", *args] if where == "front" else [*args, "--debug"]
+    with pytest.raises(AvsKitError, match="no refavs data"):
+        main(args)
+
+
 def test_cli_unknown_dataset_hint(tmp_path, capsys):
     code = main(["prepare", "refav", "--root", str(tmp_path), "--home", str(tmp_path)])
     assert code == 2

@@ -140,4 +140,7 @@ def test_cli_leaderboard_formats(tmp_path, capsys):
     assert "±" in text and "reproduced" in text
     assert main(["leaderboard", "--home", str(tmp_path), "--dataset", "synth-s5"]) == 2
     assert "synth-s4" in capsys.readouterr().err
+    assert main(["leaderboard", "--home", str(tmp_path), "--dataset", "synth-ms3"]) == 2  # no runs yet
+    err = capsys.readouterr().err
+    assert "no complete runs" in err and "avskit run baseline=NAME dataset=synth-ms3" in err
     assert main(["leaderboard", "--home", str(tmp_path), "--format", "html"]) == 2

@@ -17,12 +17,7 @@ from avsbench_kit.data.masks import avss_palette, decode_gt
 from avsbench_kit.home import prepared_dir
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _blob(rng: np.random.Generator, h: int, w: int) -> np.ndarray:

@@ -16,12 +16,7 @@ from official_reference import official_sigmoid, official_thresholds
 SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "spec" / "protocol_constants.npz"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def ulp_window(value: float, n: int) -> torch.Tensor:

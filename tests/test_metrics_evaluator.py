@@ -15,12 +15,7 @@ from avsbench_kit.metrics import functional as Fn
 from avsbench_kit.metrics.evaluator import Evaluator
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def ulps(a: float, b: float) -> int:

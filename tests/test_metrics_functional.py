@@ -16,13 +16,7 @@ from avsbench_kit.metrics import constants as C
 from avsbench_kit.metrics import functional as Fn
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small ops on a shared 2-core machine: one intra-op thread is faster and steadier."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def ulps(a: float, b: float) -> int:

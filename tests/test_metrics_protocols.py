@@ -15,12 +15,7 @@ from avsbench_kit.metrics.evaluator import Evaluator
 from avsbench_kit.metrics.protocols import PROTOCOLS, default_protocols, get_protocol
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_registry_contents() -> None:

@@ -35,7 +35,14 @@ def leaderboard_command(
     if dataset is not None and not tables:
         everything = collect_tables(home, None, published)
         names = sorted({t.dataset for t in everything})
-        raise ConfigError(f"no leaderboard numbers for dataset {dataset!r}", hint=did_you_mean(dataset, names))
+        from avsbench_kit.data.datasets import DATASETS
+
+        if dataset in DATASETS.names():  # a real dataset with nothing to show yet
+            raise ConfigError(f"no leaderboard numbers for dataset {dataset!r}: no complete runs on it "
+                              "and no reported numbers", hint=f"evaluate a baseline on it first: avskit run "
+                                                               f"baseline=NAME dataset={dataset} (avskit ls baselines)")
+        raise ConfigError(f"no leaderboard numbers for dataset {dataset!r}",
+                          hint=did_you_mean(dataset, sorted(set(names) | set(DATASETS.names()))))
     if fmt == "rich":
         import io
 

@@ -61,6 +61,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     """Run the CLI; user errors become one line + hint and a non-zero exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     _state["debug"] = "--debug" in args
+    if _state["debug"]:  # accepted anywhere on the line, not only before the verb
+        args = ["--debug"] + [a for a in args if a != "--debug"]
     try:
         app(args=args, standalone_mode=False)
     except AvsKitError as exc:

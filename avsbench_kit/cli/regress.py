@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 def regress_command(
     run_id: Optional[str] = typer.Argument(None, help="Run id (or prefix) to check."),
     golden_path: Path = typer.Option(..., "--golden", help="Golden JSON, e.g. leaderboards/golden/NAME.json."),
-    latest: bool = typer.Option(False, "--latest", help="Check the latest complete run of the golden's baseline and dataset."),
+    latest: bool = typer.Option(False, "--latest", help="Check the latest complete run of the golden's baseline, dataset and config preset."),
     update: bool = typer.Option(False, "--update", help="Write the run's metrics into the golden (keeps tolerances)."),
     ignore_provenance: bool = typer.Option(False, "--ignore-provenance",
                                            help="Compare even if dataset/config/feature fingerprints differ."),

@@ -16,7 +16,7 @@ import numpy as np
 
 from avsbench_kit.errors import ConfigError
 from avsbench_kit.features.base import Encoder, FieldSpec, choice, positive
-from avsbench_kit.features.encoders.hf import TextEncoder, from_pretrained, local_config, seeded
+from avsbench_kit.features.encoders.hf import DualEncoderText, from_pretrained, local_config, seeded
 from avsbench_kit.features.tokenizer import offline_tokenizer, special_ids, tokenizer_digest
 
 VOCAB = 600
@@ -122,30 +122,14 @@ class ClapAudioEncoder(Encoder):
         return [{"emb": part} for part in split_rows(emb, counts)]
 
 
-class ClapTextEncoder(TextEncoder):
+class ClapTextEncoder(DualEncoderText):
     name = "clap_text"
     code_version = "1"
-    has_pooled = True
+    small_text_hidden = SMALL_TEXT["hidden_size"]
+    small_projection = SMALL_PROJECTION
 
-    def validate(self) -> None:
-        super().validate()
-        choice(self.cfg, "config", ("small",))
+    def small_config(self, max_length: int) -> dict[str, Any]:
+        return small_clap_config(max_length)
 
-    def random_config(self) -> dict[str, Any]:
-        small = small_clap_config(int(self.cfg["max_length"]))
-        return {k: small[k] for k in ("text", "projection_dim", "tokenizer")}
-
-    def hidden_size(self) -> int | str:
-        if self.weights:
-            return local_config(self.weights).get("text_config", {}).get("hidden_size", "D")
-        return SMALL_TEXT["hidden_size"]
-
-    def pooled_size(self) -> int | str:
-        return local_config(self.weights).get("projection_dim", "D") if self.weights else SMALL_PROJECTION
-
-    def _load(self) -> Any:
+    def load(self) -> tuple[Any, Any]:
         return load_clap(self, "text")
-
-    def run(self, model: Any, enc: dict[str, Any]) -> tuple[Any, Any]:
-        out = model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
-        return out.last_hidden_state, out.pooler_output

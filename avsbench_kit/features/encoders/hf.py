@@ -117,3 +117,41 @@ class TextEncoder(Encoder):
                 item["pooled"] = np.ascontiguousarray(pooled[i].float().numpy().astype(dtype))
             out.append(item)
         return out
+
+
+class DualEncoderText(TextEncoder):
+    """Text tower of a CLIP-style dual encoder (CLIP, CLAP): token features, mask and the projected
+    sentence embedding. Subclasses name their random ``small`` config and their loader."""
+
+    has_pooled = True
+    small_text_hidden: int = 0
+    small_projection: int = 0
+
+    def small_config(self, max_length: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load(self) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def validate(self) -> None:
+        super().validate()
+        choice(self.cfg, "config", ("small",))
+
+    def random_config(self) -> dict[str, Any]:
+        small = self.small_config(int(self.cfg["max_length"]))
+        return {k: small[k] for k in ("text", "projection_dim", "tokenizer")}
+
+    def hidden_size(self) -> int | str:
+        if self.weights:
+            return local_config(self.weights).get("text_config", {}).get("hidden_size", "D")
+        return self.small_text_hidden
+
+    def pooled_size(self) -> int | str:
+        return local_config(self.weights).get("projection_dim", "D") if self.weights else self.small_projection
+
+    def _load(self) -> Any:
+        return self.load()
+
+    def run(self, model: Any, enc: dict[str, Any]) -> tuple[Any, Any]:
+        out = model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        return out.last_hidden_state, out.pooler_output
