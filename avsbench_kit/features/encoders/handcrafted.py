@@ -66,24 +66,17 @@ class LogMelStatsEncoder(ParameterFreeEncoder):
 
     def _encode(self, model: Any, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from avsbench_kit.data.audio import resample
+        from avsbench_kit.features.encoders.clap import segments
 
         fe, rate = self.frontend, self.frontend.sample_rate
         length = int(round(float(self.cfg["segment_s"]) * rate))
         out = []
         for unit in batch:
             wave = resample(np.asarray(unit["audio"], dtype=np.float32), int(unit["sample_rate"]), rate)
-            wave = wave[None] if wave.ndim == 1 else wave
-            if self.cfg["channels"] == "mono":
-                wave = wave.mean(axis=0, keepdims=True)
-            elif wave.shape[0] == 1:
-                wave = np.concatenate([wave, wave])
-            else:
-                wave = wave[:2]
-            count = int(unit["num_frames"])
-            if wave.shape[1] < length * count:
-                wave = np.pad(wave, ((0, 0), (0, length * count - wave.shape[1])))
-            rows = [np.concatenate([log_mel(ch[k * length:(k + 1) * length], fe).mean(axis=0)
-                                    for ch in wave]) for k in range(count)]
+            parts = segments(wave, rate, int(unit["num_frames"]), float(self.cfg["segment_s"]),
+                             self.cfg["channels"])  # concat: left then right in one segment
+            rows = [np.concatenate([log_mel(ch, fe).mean(axis=0) for ch in part.reshape(-1, length)])
+                    for part in parts]
             out.append({"emb": np.stack(rows).astype(np.float32)})
         return out
 
