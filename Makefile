@@ -16,7 +16,7 @@ install: $(STAMP)  ## create .venv and install the toolkit with its dev dependen
 DEMO_DATASETS  ?= synth-s4 synth-ms3
 DEMO_BASELINES ?= av2t probe-clip-only empty full
 
-demo: install  ## SynthAVS -> features -> train/evaluate the baselines -> leaderboard (~10 min, 2 cores)
+demo: install  ## SynthAVS -> features -> train/evaluate the baselines -> leaderboard (~8.5 min, 2 cores)
 	$(BIN)/avskit prepare synth --size small --seed 0
 	$(BIN)/avskit ls datasets
 	for ds in $(DEMO_DATASETS); do for b in $(DEMO_BASELINES); do \
