@@ -24,12 +24,15 @@ N, T, D, H = 24, 2, 8, 4
 
 
 class TinyBaseline(nn.Module):
-    """Contract-shaped fake: features["x"] [B,T,D] -> logits [B,T,H,W]; a frozen layer and dropout."""
+    """Contract-shaped fake: features["x"] [B,T,D] -> logits [B,T,H,W]; a frozen layer, dropout and
+    a trainable parameter the forward never uses (it gets no gradient: AdamW must leave it alone,
+    also under DDP)."""
 
     def __init__(self, dropout: float = 0.2) -> None:
         super().__init__()
         self.frozen = nn.Linear(D, D)
         self.frozen.requires_grad_(False)
+        self.unused = nn.Parameter(torch.ones(3))
         self.head = nn.Linear(D, H * H)
         self.drop = nn.Dropout(dropout)
 
@@ -256,6 +259,7 @@ def test_ddp_two_processes_match_one(tmp_path):
     single.fit()
     ps = params(model)
     assert all(torch.allclose(ps[k], r0[k], atol=1e-6) for k in ps)
+    assert torch.equal(r0["unused"], torch.ones(3))  # no gradient anywhere -> no weight decay either
 
 
 if __name__ == "__main__":  # torchrun entry for the DDP test
