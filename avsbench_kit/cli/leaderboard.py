@@ -33,16 +33,15 @@ def leaderboard_command(
         raise ConfigError(f"unknown format {fmt!r}", hint=did_you_mean(fmt, FORMATS))
     tables = collect_tables(home, dataset, published)
     if dataset is not None and not tables:
-        everything = collect_tables(home, None, published)
-        names = sorted({t.dataset for t in everything})
         from avsbench_kit.data.datasets import DATASETS
 
-        if dataset in DATASETS.names():  # a real dataset with nothing to show yet
+        if dataset in DATASETS.names():  # a registered dataset with nothing to show yet
             raise ConfigError(f"no leaderboard numbers for dataset {dataset!r}: no complete runs on it "
                               "and no reported numbers", hint=f"evaluate a baseline on it first: avskit run "
                                                                f"baseline=NAME dataset={dataset} (avskit ls baselines)")
+        names = {t.dataset for t in collect_tables(home, None, published)} | set(DATASETS.names())
         raise ConfigError(f"no leaderboard numbers for dataset {dataset!r}",
-                          hint=did_you_mean(dataset, sorted(set(names) | set(DATASETS.names()))))
+                          hint=did_you_mean(dataset, sorted(names)))
     if fmt == "rich":
         import io
 

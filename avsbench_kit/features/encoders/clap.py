@@ -125,11 +125,9 @@ class ClapAudioEncoder(Encoder):
 class ClapTextEncoder(DualEncoderText):
     name = "clap_text"
     code_version = "1"
-    small_text_hidden = SMALL_TEXT["hidden_size"]
-    small_projection = SMALL_PROJECTION
 
     def small_config(self, max_length: int) -> dict[str, Any]:
         return small_clap_config(max_length)
 
-    def load(self) -> tuple[Any, Any]:
+    def _load(self) -> Any:
         return load_clap(self, "text")

@@ -114,11 +114,9 @@ class ClipImageEncoder(Encoder):
 class ClipTextEncoder(DualEncoderText):
     name = "clip_text"
     code_version = "1"
-    small_text_hidden = SMALL_TEXT["hidden_size"]
-    small_projection = SMALL_PROJECTION
 
     def small_config(self, max_length: int) -> dict[str, Any]:
         return small_clip_config(max_length)
 
-    def load(self) -> tuple[Any, Any]:
+    def _load(self) -> Any:
         return load_clip(self, "text")

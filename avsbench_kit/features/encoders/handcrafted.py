@@ -27,6 +27,11 @@ from avsbench_kit.features.vggish_frontend import FrontEnd, log_mel
 class ParameterFreeEncoder(Encoder):
     """An encoder with no weights: its identity is its code and preprocessing alone."""
 
+    def validate(self) -> None:
+        choice(self.cfg, "config", ("none",))
+        positive(self.cfg, "shard_size")
+        positive(self.cfg, "batch_size")
+
     def weights_source(self) -> str:
         return "none (parameter-free)"
 
@@ -42,16 +47,13 @@ class ParameterFreeEncoder(Encoder):
 class LogMelStatsEncoder(ParameterFreeEncoder):
     name = "logmel_stats"
     modality = "audio"
-    key_by = "clip"
     needs = ("audio",)
     code_version = "1"
 
     def validate(self) -> None:
-        choice(self.cfg, "config", ("none",))
+        super().validate()
         choice(self.cfg, "channels", ("mono", "concat"))
         positive(self.cfg, "segment_s")
-        positive(self.cfg, "shard_size")
-        positive(self.cfg, "batch_size")
         try:
             self.frontend = FrontEnd(mel_bands=int(self.cfg["mel_bands"]))
         except (ValueError, TypeError) as exc:
@@ -84,16 +86,13 @@ class LogMelStatsEncoder(ParameterFreeEncoder):
 class RGBHistogramEncoder(ParameterFreeEncoder):
     name = "rgb_hist"
     modality = "image"
-    key_by = "clip"
     needs = ("frames",)
     code_version = "1"
 
     def validate(self) -> None:
-        choice(self.cfg, "config", ("none",))
+        super().validate()
         choice(self.cfg, "transform", ("sqrt", "none"))
         positive(self.cfg, "bins")
-        positive(self.cfg, "shard_size")
-        positive(self.cfg, "batch_size")
         if int(self.cfg["bins"]) > 16:
             raise ConfigError(f"bins={self.cfg['bins']} gives {int(self.cfg['bins']) ** 3} dimensions",
                               hint="use bins <= 16 (4 = 64 dimensions)")

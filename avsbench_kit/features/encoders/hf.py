@@ -121,16 +121,11 @@ class TextEncoder(Encoder):
 
 class DualEncoderText(TextEncoder):
     """Text tower of a CLIP-style dual encoder (CLIP, CLAP): token features, mask and the projected
-    sentence embedding. Subclasses name their random ``small`` config and their loader."""
+    sentence embedding. Subclasses give their random ``small`` config and implement ``_load``."""
 
     has_pooled = True
-    small_text_hidden: int = 0
-    small_projection: int = 0
 
     def small_config(self, max_length: int) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def load(self) -> tuple[Any, Any]:
         raise NotImplementedError
 
     def validate(self) -> None:
@@ -144,13 +139,11 @@ class DualEncoderText(TextEncoder):
     def hidden_size(self) -> int | str:
         if self.weights:
             return local_config(self.weights).get("text_config", {}).get("hidden_size", "D")
-        return self.small_text_hidden
+        return self.random_config()["text"]["hidden_size"]
 
     def pooled_size(self) -> int | str:
-        return local_config(self.weights).get("projection_dim", "D") if self.weights else self.small_projection
-
-    def _load(self) -> Any:
-        return self.load()
+        return local_config(self.weights).get("projection_dim", "D") if self.weights \
+            else self.random_config()["projection_dim"]
 
     def run(self, model: Any, enc: dict[str, Any]) -> tuple[Any, Any]:
         out = model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
