@@ -12,7 +12,7 @@ from avsbench_kit.errors import ConfigError, DataError
 from baselines.av2t.heads import AdapterGenerator, PromptFeature, PseudoTokens, text_hidden_fcs
 from baselines.av2t.model import AV2TSAM
 from baselines.av2t.text_prompt import build_text_encoder
-from baselines.common.sam2_wrapper import hiera_block_dims
+from avsbench_kit.models.sam2 import hiera_block_dims
 from baselines.configs import load_config
 
 B, T, A_DIM, V_DIM = 2, 3, 32, 24
