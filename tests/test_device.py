@@ -43,6 +43,21 @@ def test_cuda_index_beyond_visible_devices(monkeypatch) -> None:
         resolve_device("cuda:2")
 
 
+def test_auto_and_cuda_take_the_local_rank_gpu(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("SLURM_LOCALID", raising=False)
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    monkeypatch.setenv("SLURM_LOCALID", "3")
+    assert resolve_device("cuda") == torch.device("cuda", 3)
+    monkeypatch.setenv("LOCAL_RANK", "2")  # torchrun wins over srun
+    assert resolve_device("auto") == torch.device("cuda", 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)  # an explicit index is kept
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # each task sees only its GPU
+    assert resolve_device("cuda") == torch.device("cuda", 0)
+
+
 def test_mps_missing_and_bad_spellings(monkeypatch) -> None:
     _no_accelerators(monkeypatch)
     with pytest.raises(ConfigError, match="device=mps"):
