@@ -53,13 +53,13 @@ def resolve_device(spec: str | None = "auto") -> "torch.device":
     if text == "mps":
         if not _mps_available():
             raise ConfigError("device=mps but this machine has no usable Apple MPS backend",
-                              hint="use device=cpu, or device=auto to take the best device present")
+                              hint="pick the device cpu (or auto: the best one present)")
         return torch.device("mps")
     if not torch.cuda.is_available():
         raise ConfigError(f"device={text} but torch sees no CUDA GPU here "
                           f"(torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none'})",
-                          hint="use device=cpu (or device=auto), or install a CUDA build of torch on a "
-                               "machine with an NVIDIA driver")
+                          hint="pick the device cpu (or auto: the best one present), or install a CUDA "
+                               "build of torch on a machine with an NVIDIA driver")
     count = torch.cuda.device_count()
     index = int(text.split(":")[1]) if ":" in text else _local_gpu(count)
     if index >= count:

@@ -240,7 +240,10 @@ def extract(
     records it. An unavailable device fails before the cache is opened."""
     from avsbench_kit.data.prepare import load_manifest
 
+    from avsbench_kit.device import resolve_device
+
     start = time.perf_counter()
+    resolve_device(device)  # a missing GPU is the first error, before anything is read or written
     manifest = load_manifest(dataset, home) if isinstance(dataset, str) else dataset
     enc = build_encoder(encoder, tuple(overrides))
     enc.set_device(device)
