@@ -209,3 +209,18 @@ def test_sam2_image_cache_encoder_matches_the_wrapper_bit_for_bit(sam128: SAM2Wr
     ours = {**raw, "conv_s0": proj[0].half(), "conv_s1": proj[1].half()}
     for name, value in ours.items():
         assert np.array_equal(cached[name], value.numpy()), name
+
+
+def test_one_weights_policy_for_the_cache_encoder_and_the_layer(tmp_path, monkeypatch) -> None:
+    """A hub id is only read from the local HF cache (no download, no random fallback), for the
+    sam2_image encoder exactly as for a baseline; a hub id of another architecture is refused."""
+    from avsbench_kit.features.base import build_encoder
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    enc = build_encoder("sam2_image", ("weights=facebook/sam2.1-hiera-tiny", "image_size=64"))
+    with pytest.raises(ConfigError, match="not in the local Hugging Face cache"):
+        enc.model
+    with pytest.raises(ConfigError, match="made for configs/sam2.1/sam2.1_hiera_t.yaml") as err:
+        SAM2Wrapper("sam2.1_hiera_s", "facebook/sam2.1-hiera-tiny", 128)
+    assert "sam2.1_hiera_t" in err.value.hint
