@@ -17,7 +17,8 @@ processes hits every variant alike:
 and prints the process CPU time per frame (median of --rounds; unlike wall time it does not count
 the time other processes hold the cores, so ratios stay meaningful on a shared machine), the ratio
 to ``decode``, the wall time for reference, the CPU model and the torch thread count. ``--grad``
-times forward + backward to the prompts instead of inference.
+times forward + backward (to the prompts and to image features made trainable) instead of
+inference.
 
     .venv/bin/python benchmarks/bench_sam2_hooks.py [--sizes 128 256] [--frames 5] [--rounds 30]
 """
@@ -91,6 +92,10 @@ def measure(size: int, args: argparse.Namespace) -> list[tuple[str, float]]:
     with torch.no_grad():
         frames = [sam.features(sam.preprocess(torch.rand(1, 3, size, size, generator=g)))
                   for _ in range(args.frames)]
+    if args.grad:  # as if a trainable module produced the features: every variant backpropagates
+        from avsbench_kit.models.sam2 import ImageFeatures
+
+        frames = [ImageFeatures(tuple(t.clone().requires_grad_(True) for t in f.levels)) for f in frames]
     cases = variants(sam, frames[0], frames, args.grad)
     cpu: dict[str, list[float]] = {name: [] for name in cases}
     wall: dict[str, list[float]] = {name: [] for name in cases}
@@ -111,7 +116,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30, help="timed rounds (median reported)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--grad", action="store_true", help="time forward + backward to the prompts")
+    parser.add_argument("--grad", action="store_true", help="time forward + backward to prompts and features")
     args = parser.parse_args()
 
     import torch
