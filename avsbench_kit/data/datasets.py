@@ -33,10 +33,10 @@ class DatasetSpec:
                 return candidate
         if not root.exists():
             raise DataError(f"{root} does not exist", hint=f"pass --root pointing at {self.layout}")
-        raise DataError(
-            f"{root} is not a {self.name} root (no {self.marker} in it or in {self.subdir}/)",
-            hint=f"expected layout: {self.layout}",
-        )
+        hint = f"expected layout: {self.layout}"
+        if self.synthetic:  # e.g. a SynthAVS tree generated before this subset existed
+            hint = f"regenerate SynthAVS (delete {root}, then `avskit prepare synth`); {hint}"
+        raise DataError(f"{root} is not a {self.name} root (no {self.marker} in it or in {self.subdir}/)", hint=hint)
 
     def default_raw_root(self, home: str | Path | None = None) -> Path:
         return raw_dir(self.name, home)
