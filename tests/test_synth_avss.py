@@ -24,13 +24,19 @@ from avsbench_kit.errors import ConfigError, DataError
 
 REAL_METADATA = Path("/work/shared/data/avss/metadata.csv")
 OFFICIAL_COLUMNS = ["vid", "uid", "s_min", "s_sec", "a_obj", "split", "label"]  # the release's header
-#: only AVSS clips, few of them: every subset x split, a look-alike pair likely
-ONLY_AVSS = [f"{s}.clips.{k}=0" for s, ks in (("s4", ("train", "val", "test")), ("ms3", ("train", "val", "test")),
-                                              ("refavs", ("train", "val", "test_s", "test_u"))) for k in ks]
-ONLY_AVSS += [f"refavs.nulls.{k}=0" for k in ("train", "val", "test_n")]
-ONLY_AVSS += ["avss.clips.v1s.train=4", "avss.clips.v1s.val=2", "avss.clips.v1s.test=2",
-              "avss.clips.v1m.train=3", "avss.clips.v1m.val=2", "avss.clips.v1m.test=2",
-              "avss.clips.v2.train=3", "avss.clips.v2.val=2", "avss.clips.v2.test=2", "avss.twin_prob=1.0"]
+
+
+def only_avss(clips: dict[str, tuple[int, int, int]], *extra: str) -> list[str]:
+    """Overrides for a SynthAVS with only AVSS clips: ``{subset: (train, val, test)}``."""
+    zero = [f"{s}.clips.{k}=0" for s, ks in (("s4", ("train", "val", "test")), ("ms3", ("train", "val", "test")),
+                                             ("refavs", ("train", "val", "test_s", "test_u"))) for k in ks]
+    zero += [f"refavs.nulls.{k}=0" for k in ("train", "val", "test_n")]
+    return zero + [f"avss.clips.{sub}.{split}={n}" for sub, counts in clips.items()
+                   for split, n in zip(("train", "val", "test"), counts)] + list(extra)
+
+
+#: few clips in every subset x split; a look-alike pair in every multi-object clip
+ONLY_AVSS = only_avss({"v1s": (4, 2, 2), "v1m": (3, 2, 2), "v2": (3, 2, 2)}, "avss.twin_prob=1.0")
 COUNTS = {("v1s", "train"): 4, ("v1s", "val"): 2, ("v1s", "test"): 2, ("v1m", "train"): 3, ("v1m", "val"): 2,
           ("v1m", "test"): 2, ("v2", "train"): 3, ("v2", "val"): 2, ("v2", "test"): 2}
 
