@@ -50,8 +50,13 @@ def bench(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def manifest(bench, tmp_path_factory):
-    return prepare("synth-avss", bench, home=tmp_path_factory.mktemp("home"))
+def home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def manifest(bench, home):
+    return prepare("synth-avss", bench, home=home)
 
 
 def meta_rows(bench: Path) -> list[dict[str, str]]:
@@ -190,3 +195,25 @@ def test_bad_avss_config_keys():
             resolve_config("small", [bad])
     small = resolve_config("small")["avss"]["clips"]
     assert all(n % 4 == 0 for sub in small.values() for split, n in sub.items() if split != "train")
+
+
+def test_scored_over_its_own_classes(manifest, home):
+    """avss-v1 averages over every class of the label set: 11 here (71 would cap a perfect
+    prediction at 11/71), and noBg drops the last index as the official code drops 70 of 71."""
+    import torch
+
+    from avsbench_kit.metrics.evaluator import Evaluator, evaluate_predictions
+
+    report = evaluate_predictions("synth-avss", "test", "gt", home=home, progress=False)
+    metrics = report["protocols"]["avss-v1"]["metrics"]
+    assert metrics["mIoU"] == pytest.approx(1.0) and metrics["F"] == pytest.approx(1.0)
+    gt = torch.arange(16).reshape(1, 4, 4) % 11  # every class of synth-avss, perfectly predicted
+    for n, miou, nobg in ((11, 1.0, 1.0), (71, 11 / 71, 11 / 70)):
+        ev = Evaluator("avss-v1", "test", num_classes=n)
+        ev.update("a", gt, gt)
+        got = ev.compute().metrics["avss-v1"]
+        assert got["mIoU"] == pytest.approx(miou, rel=1e-6) and got["mIoU_noBg"] == pytest.approx(nobg, rel=1e-6)
+    ev = Evaluator("avss-v1", "test", num_classes=11)
+    ev.update("a", gt, torch.where(gt == 10, 0, gt))  # class 10 never predicted: noBg drops it
+    got = ev.compute().metrics["avss-v1"]
+    assert got["mIoU"] < 1.0 and got["mIoU_noBg"] < 1.0 and got["F_noBg"] < 1.0
