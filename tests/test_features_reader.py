@@ -162,6 +162,7 @@ def test_clips_of_different_length_are_padded_in_time(avss):
     assert batch["masks"].shape == (4, 10, 224, 224) and batch["frames"].shape == (4, 10, 3, 224, 224)
     assert batch["annotated"].shape == (4, 10) and batch["features"]["vggish"].shape == (4, 10, 128)
     assert batch["is_null"].dtype == torch.bool and not batch["is_null"].any()
+    assert batch["num_frames"].tolist() == [r["num_frames"] for r in rows]
     ds = AVSDataset(manifest, "test", audio=None)
     enc = build_encoder("vggish", VGG.overrides)
     wav = AVSDataset(manifest, "test", load_frames=False, load_masks=False, audio="wav")
@@ -196,6 +197,7 @@ def test_per_frame_feature_longer_than_the_clip_sets_the_length(avss):
     assert [rows[i]["num_frames"] for i in range(2)] == [5, 5]  # a batch of 5-frame clips only
     assert first["features"]["vggish"].shape == (2, 10, 128) and first["masks"].shape == (2, 10, 224, 224)
     assert first["annotated"][:, 5:].sum() == 0 and first["annotated"][:, :5].all()
+    assert first["num_frames"].tolist() == [5, 5]  # the clips' real length, not the batch's
 
 
 def test_is_null_comes_from_the_manifest(refavs):

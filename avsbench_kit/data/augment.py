@@ -107,7 +107,7 @@ def augment_batch(batch: dict[str, Any], cfg: dict[str, Any] | None, generator: 
             continue
         # output coordinate u in [-1, 1] reads input x = cx + (+-s) u: a window of side s at centre cx, cy
         cx, cy = (2 * u_x - 1) * (1 - s), (2 * u_y - 1) * (1 - s)
-        theta = torch.tensor([[-s if flip else s, 0.0, cx], [0.0, s, cy]], dtype=frames.dtype)
+        theta = torch.tensor([[-s if flip else s, 0.0, cx], [0.0, s, cy]], dtype=frames.dtype, device=frames.device)
         new_frames[i] = _warp(frames[i], theta, "bilinear", F)
         if new_masks is not None:
             new_masks[i] = _warp(masks[i].unsqueeze(1), theta.to(masks.dtype), "nearest", F).squeeze(1)

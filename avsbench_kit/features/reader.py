@@ -2,17 +2,17 @@
 
 Contract (shared with the baselines and the trainer)::
 
-    {"key": [sample keys], "is_null": bool [B], "masks": float32 [B, T, H, W], "annotated": bool [B, T],
-     "features": {name: tensor, ...}, "frames": float32 [B, T, 3, H, W] (optional)}
+    {"key": [sample keys], "is_null": bool [B], "num_frames": int64 [B], "masks": float32 [B, T, H, W],
+     "annotated": bool [B, T], "features": {name: tensor, ...}, "frames": float32 [B, T, 3, H, W] (optional)}
 
 Per-frame encoders give ``[B, T, ...]``; text encoders ``[B, L, D]`` plus ``name_mask`` ``[B, L]``
 (and ``name_pooled`` ``[B, D]`` when the encoder has one); ``sam2_image`` a dict
 ``{level: float32 [B, T, C, h, w]}`` (float16 on disk). ``is_null``: the manifest's flag (Ref-AVS
-null expressions, whose GT is empty). Clips of different lengths in one batch (AVSS v1s/v1m 5
-frames next to v2 10) are zero-padded in time to the longest: masks (class 0 for AVSS), frames,
-``annotated`` (False, so padded steps are never trained or scored) and every per-frame feature
-(a field whose shape starts with "T"). Per-sample fields (text tokens, pooled vectors) are not
-time-padded.
+null expressions, whose GT is empty); ``num_frames``: each clip's real length. Clips of different
+lengths in one batch (AVSS v1s/v1m 5 frames next to v2 10) are zero-padded in time to the
+longest: masks (class 0 for AVSS), frames, ``annotated`` (False, so padded steps are never
+trained or scored) and every per-frame feature (a field whose shape starts with "T").
+Per-sample fields (text tokens, pooled vectors) are not time-padded.
 
 Every cache is checked before use: its index must name this manifest's fingerprint and the
 requested encoder's fingerprint, and every shard's bytes are hashed when they are read. A missing
@@ -238,7 +238,8 @@ def feature_batches(
 def _batch(rows: list[dict[str, Any]], idx: list[int], views: list[CacheView], dataset: Any,
            with_frames: bool, with_masks: bool, torch: Any) -> dict[str, Any]:
     batch: dict[str, Any] = {"key": [r["sample_key"] for r in rows],
-                             "is_null": torch.tensor([bool(r["is_null"]) for r in rows], dtype=torch.bool)}
+                             "is_null": torch.tensor([bool(r["is_null"]) for r in rows], dtype=torch.bool),
+                             "num_frames": torch.tensor([int(r["num_frames"]) for r in rows], dtype=torch.int64)}
     entries = {view.label: [view.get(r) for r in rows] for view in views}
     per_frame = {(view.label, name) for view in views for name, spec in view.fields.items()
                  if list(spec["shape"])[:1] == ["T"]}
