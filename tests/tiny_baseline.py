@@ -15,7 +15,6 @@ from baselines.base import Baseline, BaselineOutput, decay_groups, feature_reque
 
 TINY_CFG = {"name": "tiny-seg", "seed": 0, "output_size": 32, "width": 32, "text_width": 384, "grid": 8,
             "head_lr_mult": 1.0, "train": {"epochs": 3, "batch_size": 4, "lr": 0.05, "val_every": 1}}
-AVSS_CLASSES = 71
 
 
 class TinySeg(Baseline):
@@ -29,7 +28,7 @@ class TinySeg(Baseline):
         super().__init__(cfg)
         cfg = self.cfg
         self.task = cfg.get("task", "s4")
-        self.classes = AVSS_CLASSES if self.task == "avss" else 1
+        self.classes = int(cfg["num_classes"]) if self.task == "avss" else 1  # set by the run on AVSS
         grid = int(cfg["grid"]) if self.task == "avss" else None
         self.grid = grid
         size = (grid, grid) if grid else self.output_size
