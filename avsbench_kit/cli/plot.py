@@ -65,14 +65,14 @@ def plot_command(
     if set(kinds) & set(DATASET_KINDS):
         ps = dataset_plots(tables, out, [k for k in kinds if k in DATASET_KINDS], parse_match(match or []))
         written += ps.files
-        notes += ps.notes
+        notes += ps.missing + ps.notes
     if set(kinds) & set(RUN_KINDS):
         manifests: dict = {}
         for record in chosen:
             ps = run_plots(record, store.run_dir(record.run_id), out, [k for k in kinds if k in RUN_KINDS],
                            home=home, manifests=manifests)
             written += ps.files
-            notes += ps.notes
+            notes += ps.missing + ps.notes
     for f in written:
         console.print(f"{f.png}  {f.svg}  {f.title}", markup=False, highlight=False, soft_wrap=True)
     for note in notes:

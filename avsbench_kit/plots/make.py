@@ -32,12 +32,18 @@ class PlotFile:
 @dataclass
 class PlotSet:
     files: list[PlotFile] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # problems (e.g. the run's data is not prepared)
+    missing: list[str] = field(default_factory=list)  # plots without data (e.g. an eval-only run has no curves)
 
 
 def slug(text: str) -> str:
     """A file-name-safe form of a dataset, protocol or run id."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
+
+
+def table_stem(t: LeaderTable) -> str:
+    """``avsbench-s4-avsbench-v1-1.0``: names a table's plot file and its element id on the site."""
+    return "-".join(slug(x) for x in (t.dataset, t.protocol, t.version) if x)
 
 
 def _save(fig, out: Path, stem: str, kind: str, title: str, into: PlotSet) -> None:
@@ -62,13 +68,12 @@ def dataset_plots(tables: list[LeaderTable], out: Path, kinds=DATASET_KINDS,
                 continue
             proto = D.protocol_label(t.protocol, t.version)
             title = f"{t.dataset}: reproduced, protocol {proto}"
-            _save(F.metric_bars(bars, title), out, f"bars-{slug(t.dataset)}-{slug(t.protocol)}-{slug(t.version)}",
-                  "bars", title, result)
+            _save(F.metric_bars(bars, title), out, f"bars-{table_stem(t)}", "bars", title, result)
     if "scatter" in kinds:
         for ds in dict.fromkeys(t.dataset for t in tables):
             pairs = D.scatter_pairs([t for t in tables if t.dataset == ds], match)
             if not pairs:
-                result.notes.append(f"{ds}: no reproduced-vs-reported pairs (a reproduced baseline and a reported "
+                result.missing.append(f"{ds}: no reproduced-vs-reported pairs (a reproduced baseline and a reported "
                                     f"number of the method it re-implements on the same split and metric)")
                 continue
             protos = ", ".join(sorted({p.protocol for p in pairs}))
@@ -96,7 +101,7 @@ def run_plots(record, run_dir: Path, out: Path, kinds=RUN_KINDS, home: Any = Non
     if "curves" in kinds:
         c = D.curves(record)
         if c.empty:
-            result.notes.append(f"{rid}: no training curves (an eval-only run)")
+            result.missing.append(f"{rid}: no training curves (an eval-only run)")
         else:
             title = f"training: {head}"
             _save(F.training_curves(c, title), out, f"curves-{slug(rid)}", "curves", title, result)
@@ -107,7 +112,7 @@ def run_plots(record, run_dir: Path, out: Path, kinds=RUN_KINDS, home: Any = Non
             title = f"probes, J vs FPR: {head}"
             _save(F.j_vs_fpr(points, title), out, f"probes-{slug(rid)}", "probes", title, result)
         else:
-            result.notes.append(f"{rid}: no probe results with J and FPR (run `avskit probe {rid}`)")
+            result.missing.append(f"{rid}: no probe results with J and FPR (run `avskit probe {rid}`)")
     per_sample, manifest = None, None
     if {"categories", "gallery"} & set(kinds):
         per_sample = _per_sample(run_dir)
@@ -122,7 +127,7 @@ def run_plots(record, run_dir: Path, out: Path, kinds=RUN_KINDS, home: Any = Non
     if "gallery" in kinds and manifest is not None:
         splits = [p.name for p in sorted((Path(run_dir) / "predictions").glob("*")) if p.is_dir()]
         if not splits:
-            result.notes.append(f"{rid}: no saved predictions (run with save_predictions=true for a gallery)")
+            result.missing.append(f"{rid}: no saved predictions (run with save_predictions=true for a gallery)")
         for split in splits:
             items = D.gallery_items(Path(run_dir), manifest, split, per_sample)
             if items:

@@ -25,7 +25,7 @@ from avsbench_kit.errors import ConfigError
 from avsbench_kit.leaderboard.build import REPORTED, LeaderTable
 from avsbench_kit.leaderboard.render import fmt_cell, scale
 from avsbench_kit.plots import data as D
-from avsbench_kit.plots.make import PlotFile, dataset_plots, run_manifest, run_plots, slug
+from avsbench_kit.plots.make import PlotFile, dataset_plots, run_manifest, run_plots, slug, table_stem
 from avsbench_kit.site import html as H
 
 MARKER = ".avskit-site"
@@ -107,7 +107,7 @@ def build_site(out: str | Path, home: Any = None, published: Any = None, *, gall
             result.notes += plots.notes
             run_pages[r.run_id] = plots.files
             (tmp / _page_name("runs", r.run_id)).parent.mkdir(exist_ok=True)
-            body = _run_body(r, store, plots.files, plots.notes, tmp, run_manifest(r, home, manifests))
+            body = _run_body(r, store, plots.files, plots.missing + plots.notes, tmp, run_manifest(r, home, manifests))
             (tmp / _page_name("runs", r.run_id)).write_text(
                 H.page(f"run {r.run_id}", body, root="../", footer=footer,
                        crumbs=[(r.dataset, "../" + _page_name("datasets", r.dataset)), (r.run_id, "")]), "utf-8")
@@ -187,7 +187,7 @@ def _leader_table(t: LeaderTable) -> str:
     else:
         headers = ["kind", "method", "config / data", "runs (n)"] + metric_headers + ["run ids", "note"]
         types = ["text", "text", "text", "num"] + ["num"] * len(t.columns) + ["text", "text"]
-    table = H.Table(headers, types, id=f"table-{slug(t.dataset)}-{slug(t.protocol)}-{slug(t.version)}")
+    table = H.Table(headers, types, id=f"table-{table_stem(t)}")
     for row in t.rows:
         metrics = [_num_cell(row.cells.get(c), c[1]) for c in t.columns]
         if reported:
@@ -220,7 +220,7 @@ def _dataset_body(ds: str, tables: list[LeaderTable], runs: list, plots: list[Pl
         if t.notes:
             parts.append('<ul class="notes">' + "".join(f"<li>{H.esc(n)}</li>" for n in t.notes) + "</ul>")
         for p in plots:
-            if p.kind == "bars" and p.svg.name.startswith(f"bars-{slug(t.dataset)}-{slug(t.protocol)}-{slug(t.version)}."):
+            if p.kind == "bars" and p.svg.name == f"bars-{table_stem(t)}.svg":
                 parts.append(_fig(p, site, "../"))
     scatter = [p for p in plots if p.kind == "scatter"]
     if scatter:
