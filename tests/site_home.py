@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from avsbench_kit.runs.record import RunRecord
 from avsbench_kit.runs.store import RunStore
 
@@ -73,3 +75,26 @@ def make_home(home: Path) -> dict[str, list[str]]:
         rec = execute(RunRequest.parse([*args, "dataset=synth-s4"]), home, progress=False, say=lambda m: None)
         real.append(rec.run_id)
     return {"synth-s4": real, "avsbench-s4": write_fakes(home)}
+
+
+@pytest.fixture(scope="session")
+def site_home(tmp_path_factory):
+    """(home, {dataset: [run ids]}), made once per test session (the site and browser tests share it)."""
+    import torch
+
+    home = tmp_path_factory.mktemp("site-home")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors on a shared machine
+    try:
+        return home, make_home(home)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def built_site(site_home, tmp_path_factory):
+    """(site directory, SiteResult) built from :func:`site_home`."""
+    from avsbench_kit.site.build import build_site
+
+    out = tmp_path_factory.mktemp("site-out") / "site"
+    return out, build_site(out, site_home[0])

@@ -16,21 +16,19 @@ from avsbench_kit.errors import ConfigError
 from avsbench_kit.plots import data as D
 from avsbench_kit.site import html as H
 from avsbench_kit.site.build import MARKER, build_site
-from site_home import HOSTILE, make_home
+from site_home import HOSTILE, built_site, site_home  # noqa: F401 (session fixtures shared with the browser test)
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("site-home")
-    return home, make_home(home)
+pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def site(home, tmp_path_factory):
-    out = tmp_path_factory.mktemp("site-out") / "site"
-    return out, build_site(out, home[0])
+@pytest.fixture
+def home(site_home):
+    return site_home
+
+
+@pytest.fixture
+def site(built_site):
+    return built_site
 
 
 class _Links(HTMLParser):

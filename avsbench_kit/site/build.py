@@ -284,9 +284,11 @@ def _run_body(r, store, plots: list[PlotFile], notes: list[str], site: Path, man
     parts.append(_metrics_table(r) if r.metrics else '<p class="muted">No metrics (not evaluated).</p>')
     if r.selection:
         sel = r.selection
+        best = sel.get("best_value")
+        best = f"{best * 100:.2f}%" if isinstance(best, (int, float)) else "-"
         parts.append(f'<p class="muted">checkpoint selected on {H.esc(sel.get("split"))} '
                      f'{H.esc(sel.get("protocol"))} {H.esc(sel.get("metric"))}: epoch {H.esc(sel.get("best_epoch"))}, '
-                     f'value {H.esc(sel.get("best_value"))}</p>')
+                     f'value {H.esc(best)}</p>')
     parts.append("<h2>Per-category J</h2>")
     parts.append(_categories_table(r, store, manifest))
     by_kind = defaultdict(list)

@@ -174,7 +174,7 @@ class Markup(str):
 
 
 def figure(src: str, caption: str, alt: str) -> str:
-    return (f'<figure><img src="{esc(src)}" alt="{esc(alt)}" loading="lazy">'
+    return (f'<figure><img src="{esc(src)}" alt="{esc(alt)}">'
             f"<figcaption>{esc(caption)}</figcaption></figure>")
 
 
