@@ -26,7 +26,7 @@ table{border-collapse:collapse;margin:6px 0 10px;background:#fff;font-size:13px}
 th,td{border:1px solid var(--line);padding:4px 8px;vertical-align:top;text-align:left}
 th{background:#eef1f6;white-space:nowrap}table.sortable th{cursor:pointer;user-select:none}
 table.sortable th:after{content:" \\2195";color:#9aa3b2;font-size:11px}
-th[aria-sort=ascending]:after{content:" \\25B2";color:var(--fg)}th[aria-sort=descending]:after{content:" \\25BC";color:var(--fg)}
+table.sortable th[aria-sort=ascending]:after{content:" \\25B2";color:var(--fg)}table.sortable th[aria-sort=descending]:after{content:" \\25BC";color:var(--fg)}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.reported td{background:var(--rep)}tr.reproduced td{background:var(--repro)}
 .badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:12px;border:1px solid;white-space:nowrap}
