@@ -25,7 +25,8 @@ def pyplot():
 
     plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 120, "font.size": 10, "axes.titlesize": 11,
                          "axes.grid": True, "grid.alpha": 0.3, "svg.hashsalt": "avskit",
-                         "svg.fonttype": "none"})
+                         "svg.fonttype": "none",
+                         "text.parse_math": False})  # a "$" in a record's text is text, not TeX
     return plt
 
 
@@ -70,30 +71,48 @@ def metric_bars(bars: list[Bar], title: str):
 
 def reproduced_vs_reported(pairs: list[Pair], title: str):
     """Scatter: x = reported (the paper's own code), y = reproduced (a toolkit protocol), with the
-    y = x line; the legend names each pair's two evaluations."""
+    y = x line. Marker = metric, colour = the reported row; the legend title names the reproduced rows."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 5.0))
+    fig, ax = plt.subplots(figsize=(9.0, 5.2), layout="constrained")
+    cmap = plt.get_cmap("tab10")
+    metrics = list(dict.fromkeys(p.metric for p in pairs))
+    reported = list(dict.fromkeys(p.reported_label for p in pairs))
     markers = "os^Dv<>P*X"
     lo, hi = math.inf, -math.inf
-    for i, p in enumerate(pairs):
+    for p in pairs:
         factor, _ = _scale(p.metric)
         x, y = p.reported * factor, p.reproduced * factor
         lo, hi = min(lo, x, y), max(hi, x, y)
-        ax.errorbar([x], [y], yerr=[(p.reproduced_std or 0.0) * factor], fmt=markers[i % len(markers)], capsize=3,
-                    label=f"{p.split} {p.metric}: {p.reproduced_label} [{p.protocol}] vs {p.reported_label}")
+        ax.errorbar([x], [y], yerr=[(p.reproduced_std or 0.0) * factor], capsize=3, ms=7,
+                    fmt=markers[metrics.index(p.metric) % len(markers)],
+                    color=cmap(reported.index(p.reported_label) % 10))
+    handles = []
     if pairs:
         pad = max(1.0, (hi - lo) * 0.1)
-        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="grey", lw=1, ls="--", label="y = x")
+        handles += ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="grey", lw=1, ls="--", label="y = x")
         ax.set_xlim(lo - pad, hi + pad)
         ax.set_ylim(lo - pad, hi + pad)
+    from matplotlib.lines import Line2D
+
+    handles += [Line2D([], [], ls="", marker=markers[i % len(markers)], color="black", label=f"{m} ({p_split})")
+                for i, (m, p_split) in enumerate((m, next(p.split for p in pairs if p.metric == m)) for m in metrics)]
+    handles += [Line2D([], [], ls="", marker="s", color=cmap(i % 10), label=f"reported: {r}")
+                for i, r in enumerate(reported)]
     units = {_scale(p.metric)[1] for p in pairs}
     unit = " (%)" if units == {" (%)"} else ""
-    ax.set_xlabel(f"reported{unit}: the paper's own evaluation code")
-    ax.set_ylabel(f"reproduced{unit}: toolkit protocol, mean ± std over seeds")
+    ax.set_xlabel(f"reported{unit}, the paper's own evaluation code")
+    ax.set_ylabel(f"reproduced{unit}, mean ± std over seeds")
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.15), ncol=1)
-    fig.tight_layout()
+    mine = "; ".join(dict.fromkeys(f"{p.reproduced_label} [{p.protocol}]" for p in pairs))
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+              title=_wrap(f"reproduced: {mine}", 48), title_fontsize=8)
     return fig
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text
 
 
 def j_vs_fpr(points: list[JFprPoint], title: str):
@@ -106,8 +125,8 @@ def j_vs_fpr(points: list[JFprPoint], title: str):
         ax.scatter([p.fpr * PERCENT], [p.j * PERCENT], s=50, color=cmap(i % 10), label=f"{p.probe} ({p.where})")
     ax.set_xlabel("false-positive rate (% of pixels predicted foreground where GT is empty)")
     ax.set_ylabel("J on positive pairs (%)")
-    ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
+    ax.set_xlim(0, max([1.0] + [p.fpr * PERCENT * 1.15 for p in points]))
+    ax.set_ylim(0, 100)
     ax.set_title(title)
     if points:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
