@@ -60,6 +60,13 @@ def fmt_duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+def emit(line: str) -> None:
+    """One timestamped line on stderr (looked up per line: redirections made later still apply)."""
+    stream = sys.stderr
+    stream.write(f"[{time.strftime('%H:%M:%S')}] {line}\n")
+    stream.flush()
+
+
 @dataclass
 class PlainTask:
     """One task of a :class:`PlainProgress` (the fields Rich's Task has that callers read)."""
@@ -95,12 +102,7 @@ class PlainProgress:
         self.tasks: dict[int, PlainTask] = {}
 
     def print_line(self, line: str) -> None:
-        if self._write is not None:
-            self._write(line)
-            return
-        stream = sys.stderr  # looked up per line: redirections made after creation still apply
-        stream.write(f"[{time.strftime('%H:%M:%S')}] {line}\n")
-        stream.flush()
+        (self._write or emit)(line)
 
     # -- the Rich API subset ---------------------------------------------------------------
     def add_task(self, description: str, total: float | None = None, completed: float = 0, **fields: Any) -> int:
@@ -283,10 +285,7 @@ class Steps:
             line += f" | total {self.done_items:,}/{self.total:,}" + (f", ETA {fmt_duration(eta)}" if left > 0 else "")
         if note:
             line += f" | {note}"
-        if self._write is not None:
-            self._write(line)
-        else:
-            PlainProgress(self.unit).print_line(line)
+        (self._write or emit)(line)
 
 
 def steps(items: Iterable[T], description: str, name: Callable[[T], str] = str, unit: str = "steps",
