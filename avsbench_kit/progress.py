@@ -93,19 +93,51 @@ class PlainTask:
     finished_speed = None  # Rich's attribute; plain tasks only have ``speed``
 
 
+class _PlainConsole:
+    """``progress.console.print(...)`` of a :class:`PlainProgress` (Rich callers print through it)."""
+
+    def __init__(self, owner: "PlainProgress") -> None:
+        self._owner = owner
+
+    def print(self, *objects: Any, **_: Any) -> None:
+        self._owner.note(" ".join(str(o) for o in objects))
+
+
 class PlainProgress:
-    """Rich-Progress-compatible: prints one line when a task completes (or is left unfinished)."""
+    """Rich-Progress-compatible: prints one line when a task completes (or is left unfinished).
+
+    A finished task's line is held until the next event, so that a summary the caller prints
+    right after it through ``console.print("<description>: ...")`` (e.g. the trainer's loss
+    components and validation value) joins the same line: one line per epoch, not two.
+    """
 
     def __init__(self, unit: str = "samples", write: Callable[[str], None] | None = None) -> None:
         self.unit = unit
         self._write = write
         self.tasks: dict[int, PlainTask] = {}
+        self.console = _PlainConsole(self)
+        self._held: tuple[str, str] | None = None  # (description, line) of the last finished task
 
     def print_line(self, line: str) -> None:
         (self._write or emit)(line)
 
+    def flush(self) -> None:
+        if self._held is not None:
+            line, self._held = self._held[1], None
+            self.print_line(line)
+
+    def note(self, text: str) -> None:
+        """A line from the caller: appended to the just-finished task's line if it continues it."""
+        if self._held is not None and text.startswith(self._held[0] + ":"):
+            line, self._held = self._held[1] + " |" + text[len(self._held[0]) + 1:], None
+            self.print_line(line)
+            return
+        self.flush()
+        self.print_line(text)
+
     # -- the Rich API subset ---------------------------------------------------------------
     def add_task(self, description: str, total: float | None = None, completed: float = 0, **fields: Any) -> int:
+        self.flush()
         task_id = len(self.tasks)
         self.tasks[task_id] = PlainTask(task_id, description, total, completed, dict(fields),
                                         start_completed=completed)
@@ -137,6 +169,7 @@ class PlainProgress:
         for task in self.tasks.values():
             if not task.finished and task.completed > task.start_completed:
                 self._finish(task, stopped=True)
+        self.flush()
 
     def __enter__(self) -> "PlainProgress":
         return self
@@ -152,7 +185,8 @@ class PlainProgress:
 
     def _finish(self, task: PlainTask, stopped: bool = False) -> None:
         task.finished = True
-        self.print_line(self.task_line(task, stopped))
+        self.flush()
+        self._held = (task.description, self.task_line(task, stopped))
 
     def task_line(self, task: PlainTask, stopped: bool = False) -> str:
         total = f"/{task.total:,.0f}" if task.total is not None else ""

@@ -31,6 +31,7 @@ def fake_record(baseline: str, seed: int, miou: float, f: float, n: int) -> RunR
                                                                           for e in (1, 2, 3)],
                         "loss_components": [{"bce": 0.6, "dice": 0.3}, {"bce": 0.4, "dice": 0.2},
                                             {"bce": 0.3, "dice": 0.2}]}
+        rec.model = {"backbone": "sam2 hiera-t (random init)", "parameters": {"trainable": 10, "total": 99}}
         rec.selection = {"split": "val", "protocol": "avsbench-v1", "metric": "mIoU", "best_epoch": 3,
                          "best_value": 0.6}
     return rec
@@ -63,7 +64,8 @@ def make_home(home: Path) -> dict[str, list[str]]:
     from avsbench_kit.data.synth import generate
     from avsbench_kit.home import synth_dir
     from avsbench_kit.runs.run import RunRequest, execute
-    from test_runs_run import TINY_SYNTH, register_tiny
+    from test_runs_run import TINY_SYNTH
+    from tiny_baseline import register_tiny
 
     generate(synth_dir("small", 0, home), seed=0, overrides=TINY_SYNTH, progress=False)
     prepare("synth-s4", synth_dir("small", 0, home), home=home)

@@ -44,13 +44,26 @@ def test_plain_progress_prints_one_line_per_finished_task():
         t1 = p.add_task("epoch 1/2", total=3, rate="")
         for _ in range(3):
             p.update(t1, advance=1, rate="loss 0.5000  10.0 samples/s")
-        assert len(lines) == 1 and p.tasks[t1].speed is not None
+        assert p.tasks[t1].speed is not None
+        p.console.print("epoch 1/2: total 0.5000  dice 0.2000 | val 0.3000")  # the caller's summary joins
+        assert len(lines) == 1
         t2 = p.add_task("epoch 2/2", total=3, rate="")
         p.advance(t2)  # stopped after one batch (e.g. max_steps)
-        assert len(lines) == 1
-    assert len(lines) == 2
-    assert re.match(r"epoch 1/2: 3/3 batches in \d+\.\d s \| loss 0\.5000  10\.0 samples/s$", lines[0])
-    assert lines[1].startswith("epoch 2/2: 1/3 batches") and lines[1].endswith("(stopped early)")
+        p.console.print("something else")  # not a continuation: its own line, after the task's
+    assert len(lines) == 3
+    assert re.match(r"epoch 1/2: 3/3 batches in \d+\.\d s \| loss 0\.5000  10\.0 samples/s \| total 0\.5000  "
+                    r"dice 0\.2000 \| val 0\.3000$", lines[0]), lines[0]
+    assert lines[1] == "something else"
+    assert lines[2].startswith("epoch 2/2: 1/3 batches") and lines[2].endswith("(stopped early)")
+    p.stop()
+    assert len(lines) == 3  # a second stop() prints nothing again
+
+
+def test_plain_progress_line_of_an_unfinished_task():
+    lines: list[str] = []
+    with PlainProgress("batches", write=lines.append) as p:
+        p.advance(p.add_task("epoch 2/2", total=3))
+    assert len(lines) == 1 and lines[0].startswith("epoch 2/2: 1/3 batches") and lines[0].endswith("(stopped early)")
 
 
 def test_track_prints_one_line_at_the_end(capsys):
@@ -94,9 +107,9 @@ def test_trainer_prints_one_line_per_epoch(tmp_path, capsys):
     with progress_mode("plain"):
         trainer.fit()
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 3
+    assert len(err) == 3  # one line per epoch: count, time, rate, then the loss components
     for i, line in enumerate(err, 1):
-        assert re.search(rf"\] epoch {i}/3: \d+/6 batches in .* \| loss \d+\.\d{{4}} ", line), line
+        assert re.search(rf"\] epoch {i}/3: \d+/6 batches in .* \| loss \d+\.\d{{4}} .* \| total \d+\.\d{{4}}", line), line
 
 
 def test_extract_prints_one_line_per_shard(tmp_path, capsys):

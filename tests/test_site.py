@@ -124,6 +124,7 @@ def test_run_pages_show_metrics_categories_curves_probes_gallery(site, home):
     page = (out / "runs" / f"{fake}.html").read_text("utf-8")
     assert 'id="probes"' in page and "audio-silent" in page and "probes-" in page  # J vs FPR plot
     assert "loss: bce" in page and "loss: dice" in page
+    assert "<h2>Model</h2>" in page and "sam2 hiera-t (random init)" in page
     assert "prepared avsbench-s4 manifest is needed" in page  # said, not hidden
     for kind in ("bars-avsbench-s4-avsbench-v1-1.0", "scatter-avsbench-s4", f"curves-{real}",
                  f"categories-{real}", f"gallery-{real}-test", f"probes-{fake}"):
@@ -211,8 +212,11 @@ def test_category_table_is_the_clip_mean_within_each_category():
 
 
 def test_loss_components_and_spread():
-    assert D.loss_components({"loss_components": {"bce": [1, 2]}}) == {"bce": [1.0, 2.0]}
-    got = D.loss_components({"loss_components": [{"bce": 1}, {"bce": 2, "dice": 3}]})
+    assert D.loss_components({"loss_components": {"bce": [1, 2], "dice": [3, 4]}}) == {"bce": [1.0, 2.0],
+                                                                                       "dice": [3.0, 4.0]}
+    assert D.loss_components({"loss_components": [{"total": 1}, {"total": 2}]}) == {}  # no breakdown
+    got = D.loss_components({"loss_components": [{"bce": 1, "total": 1}, {"bce": 2, "dice": 3, "total": 5}]})
+    assert "total" not in got
     assert got["bce"] == [1.0, 2.0] and got["dice"][1] == 3.0 and got["dice"][0] != got["dice"][0]  # NaN gap
     scores = {k: v for k, v in zip("abcdefg", [0.9, 0.1, 0.5, 0.7, 0.3, 0.0, 0.8])}
     assert D.pick_spread(list("abcdefg"), scores, 3) == ["a", "c", "f"]  # best, middle, worst

@@ -211,20 +211,22 @@ class Curves:
 
 def loss_components(training: dict[str, Any]) -> dict[str, list[float]]:
     """Per-epoch loss components if the trainer recorded them: ``{name: [per epoch]}`` or a list
-    of per-epoch ``{name: value}`` dicts under ``loss_components`` (either shape is accepted)."""
+    of per-epoch ``{name: value}`` dicts under ``loss_components`` (either shape is accepted).
+    ``total`` is left out: it is the training loss curve itself. A single component (only the
+    total) is no breakdown, so nothing is returned then."""
     raw = training.get("loss_components")
+    out: dict[str, list[float]] = {}
     if isinstance(raw, dict):
-        return {str(k): [float(x) for x in v] for k, v in raw.items() if isinstance(v, list)}
-    if isinstance(raw, list):
-        out: dict[str, list[float]] = {}
+        out = {str(k): [float(x) for x in v] for k, v in raw.items() if isinstance(v, list)}
+    elif isinstance(raw, list):
         for i, epoch in enumerate(raw):
             if isinstance(epoch, dict):
                 for k, v in epoch.items():
                     out.setdefault(str(k), [math.nan] * i).append(float(v))
             for v in out.values():  # a component missing in an epoch is a gap, not a shift
                 v.extend([math.nan] * (i + 1 - len(v)))
-        return out
-    return {}
+    out.pop("total", None)
+    return out if len(out) > 1 else {}
 
 
 def curves(record) -> Curves:

@@ -240,6 +240,11 @@ def _dataset_body(ds: str, tables: list[LeaderTable], runs: list, plots: list[Pl
 
 
 # -- run pages -----------------------------------------------------------------------------------
+def _plain(value: Any) -> str:
+    """A record value as one line of text (nested values as compact JSON)."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
 def _metrics_table(r) -> str:
     t = H.Table(["split", "protocol", "metric", "value"], ["text", "text", "text", "num"], id="metrics")
     for split, by_protocol in r.metrics.items():
@@ -328,6 +333,10 @@ def _run_body(r, store, plots: list[PlotFile], notes: list[str], site: Path, man
     if by_kind["gallery"]:
         parts.append("<h2>Predictions (gallery)</h2>")
         parts += [_fig(p, site, "../") for p in by_kind["gallery"]]
+    if r.model or r.init_from:
+        parts.append("<h2>Model</h2>")
+        parts.append(H.kv([(k, _plain(v)) for k, v in sorted(r.model.items())] +
+                          [(f"init_from {k}", _plain(v)) for k, v in sorted(r.init_from.items())]))
     parts.append("<h2>Provenance</h2>")
     hw = r.hardware or {}
     parts.append(H.kv([
