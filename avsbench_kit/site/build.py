@@ -98,14 +98,13 @@ def build_site(out: str | Path, home: Any = None, published: Any = None, *, gall
         reported_only = list(dict.fromkeys(t.dataset for t in tables if t.dataset not in by_ds))
         result = SiteResult(out, with_runs, len(records), 0)
         manifests: dict[str, Any] = {}
-        run_pages: dict[str, list[PlotFile]] = {}
         for r in records:
             plots = run_plots(r, store.run_dir(r.run_id), tmp / "plots", home=home,
                               kinds=tuple(k for k in ("curves", "categories", "probes", "gallery")
                                           if gallery or k != "gallery"),
                               manifests=manifests)
             result.notes += plots.notes
-            run_pages[r.run_id] = plots.files
+            result.plots += len(plots.files)
             (tmp / _page_name("runs", r.run_id)).parent.mkdir(exist_ok=True)
             body = _run_body(r, store, plots.files, plots.missing + plots.notes, tmp, run_manifest(r, home, manifests))
             (tmp / _page_name("runs", r.run_id)).write_text(
@@ -120,7 +119,6 @@ def build_site(out: str | Path, home: Any = None, published: Any = None, *, gall
             (tmp / _page_name("datasets", ds)).write_text(
                 H.page(f"{ds}: leaderboard", body, root="../", footer=footer, crumbs=[(ds, "")]), "utf-8")
             result.plots += len(plots.files)
-        result.plots += sum(len(v) for v in run_pages.values())
         (tmp / "index.html").write_text(
             H.page("avsbench-kit results", _index_body(with_runs, reported_only, tables, by_ds, problems, known),
                    root="", footer=footer, crumbs=[]), "utf-8")
