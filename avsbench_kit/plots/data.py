@@ -287,6 +287,8 @@ def gallery_items(run_dir: Path, manifest, split: str, per_sample=None, count: i
             continue
         frame = int(files[len(files) // 2].stem)  # a middle annotated frame
         pred = np.load(files[len(files) // 2]).astype(np.float32)
+        if pred.ndim != 2:  # per-class logits: not a binary mask to outline
+            continue
         image = (item["frames"][frame].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         gt = item["masks"][frame].numpy() > 0
         out.append(GalleryItem(split, key, frame, str(item.get("category") or ""), scores.get(key), image, gt, pred))

@@ -124,7 +124,10 @@ def run_plots(record, run_dir: Path, out: Path, kinds=RUN_KINDS, home: Any = Non
         if len(table):
             title = f"per-category J ({_clip_protocol(record)} within each category)\n{head}"
             _save(F.per_category(table, title), out, f"categories-{slug(rid)}", "categories", title, result)
-    if "gallery" in kinds and manifest is not None:
+    if "gallery" in kinds and manifest is not None and getattr(record, "task", "") == "avss":
+        result.missing.append(f"{rid}: no gallery for AVSS runs yet (it draws binary masks; AVSS predictions are "
+                              f"per-class)")
+    elif "gallery" in kinds and manifest is not None:
         splits = [p.name for p in sorted((Path(run_dir) / "predictions").glob("*")) if p.is_dir()]
         if not splits:
             result.missing.append(f"{rid}: no saved predictions (run with save_predictions=true for a gallery)")
