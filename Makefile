@@ -23,6 +23,7 @@ demo: install  ## SynthAVS -> features -> train/evaluate the baselines -> leader
 		echo "== avskit run baseline=$$b dataset=$$ds"; \
 		$(BIN)/avskit run baseline=$$b dataset=$$ds --no-progress || exit 1; done; done
 	for ds in $(DEMO_DATASETS); do $(BIN)/avskit leaderboard --dataset $$ds || exit 1; done
+	$(BIN)/avskit leaderboard --format html --out site
 
 test: install  ## the test suite (what CI runs)
 	$(BIN)/python -m pytest tests

@@ -13,6 +13,7 @@ from avsbench_kit.cli import eval as eval_cli
 from avsbench_kit.cli import features as features_cli
 from avsbench_kit.cli import prepare as prepare_cli
 from avsbench_kit.cli import leaderboard as leaderboard_cli
+from avsbench_kit.cli import plot as plot_cli
 from avsbench_kit.cli import regress as regress_cli
 from avsbench_kit.cli import run as run_cli
 from avsbench_kit.cli import runs as runs_cli
@@ -53,6 +54,7 @@ prepare_cli.register(app)
 eval_cli.register(app)
 app.add_typer(runs_cli.app, name="runs")
 leaderboard_cli.register(app)
+plot_cli.register(app)
 regress_cli.register(app)
 run_cli.register(app)
 

@@ -33,14 +33,18 @@ def register(app: typer.Typer) -> None:
 def run_command(
     args: Optional[List[str]] = typer.Argument(None, help="key=value run keys and config overrides."),
     home: Optional[Path] = HomeOption,
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool = typer.Option(True, "--progress/--no-progress",
+                                  help="Bars on a terminal (default); --no-progress: one plain line per epoch/shard "
+                                       "(also the default when stderr is not a terminal)."),
 ) -> None:
     from rich.table import Table
 
+    from avsbench_kit.progress import progress_mode
     from avsbench_kit.runs.run import RunRequest, execute
 
     req = RunRequest.parse(args or [])
-    record = execute(req, home, progress=progress, say=lambda m: err_console.print(m, highlight=False))
+    with progress_mode("auto" if progress else "plain"):
+        record = execute(req, home, say=lambda m: err_console.print(m, highlight=False))
     if record is None:  # a non-zero torchrun rank
         return
     table = Table(title=f"run {record.run_id} ({record.baseline} on {record.dataset}, seed {record.seed})",
