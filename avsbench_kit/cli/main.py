@@ -12,6 +12,7 @@ from avsbench_kit.cli import ls as ls_cli
 from avsbench_kit.cli import eval as eval_cli
 from avsbench_kit.cli import features as features_cli
 from avsbench_kit.cli import prepare as prepare_cli
+from avsbench_kit.cli import probe as probe_cli
 from avsbench_kit.cli import leaderboard as leaderboard_cli
 from avsbench_kit.cli import regress as regress_cli
 from avsbench_kit.cli import run as run_cli
@@ -55,6 +56,7 @@ app.add_typer(runs_cli.app, name="runs")
 leaderboard_cli.register(app)
 regress_cli.register(app)
 run_cli.register(app)
+probe_cli.register(app)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

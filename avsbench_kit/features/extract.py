@@ -221,7 +221,7 @@ def _prefetched(split: str, batches: list[tuple[Unit, ...]],
 # ---- the driver -------------------------------------------------------------------------------
 def extract(
     dataset: str | Any,
-    encoder: str,
+    encoder: str | Encoder,
     overrides: tuple[str, ...] | list[str] = (),
     *,
     split: str | None = None,
@@ -233,12 +233,14 @@ def extract(
     after_shard: Callable[[str], None] | None = None,
 ) -> ExtractSummary:
     """Extract (or resume, or repair) the cache of ``encoder`` over ``dataset`` (a name or a
-    Manifest); ``split=None`` or ``"all"`` means every split. Returns what was done."""
+    Manifest); ``split=None`` or ``"all"`` means every split. Returns what was done. ``encoder``
+    is a registry name (built with ``overrides``) or a built :class:`Encoder` (e.g. a probe's
+    perturbed encoder, whose fingerprint names its own cache)."""
     from avsbench_kit.data.prepare import load_manifest
 
     start = time.perf_counter()
     manifest = load_manifest(dataset, home) if isinstance(dataset, str) else dataset
-    enc = build_encoder(encoder, tuple(overrides))
+    enc = encoder if isinstance(encoder, Encoder) else build_encoder(encoder, tuple(overrides))
     index, total = resolve_workers(num_workers_total, worker_index)
     splits = [s for s in dict.fromkeys(manifest.df["split"].tolist())]
     if split not in (None, "", "all"):

@@ -41,7 +41,8 @@ def null_split(manifest: Any, split: str, protocols: list[str]) -> bool:
     return split == "test_n" or all(r["is_null"] for r in manifest.rows(split))
 
 
-def _resize(x, size: tuple[int, int]):
+def resize_logits(x, size: tuple[int, int]):
+    """Logits [..., h, w] bilinearly resized to the scoring resolution (float32)."""
     import torch.nn.functional as F
 
     if tuple(x.shape[-2:]) == tuple(size):
@@ -89,7 +90,7 @@ def score(pairs: Iterable[tuple[dict, Any]], manifest: Any, split: str, protocol
     for batch, logits in pairs:
         masks = batch["masks"]
         target = size or tuple(masks.shape[-2:])
-        logits = _resize(logits.detach().cpu(), target)
+        logits = resize_logits(logits.detach().cpu(), target)
         masks = _masks_at(masks, target)
         for i, key in enumerate(batch["key"]):
             if seen >= len(expected) or expected[seen] != key:
