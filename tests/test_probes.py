@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from avsbench_kit.baseline_spec import BaselineSpec
 from avsbench_kit.cli.main import main
 from avsbench_kit.errors import ConfigError, DataError, RegistryError
 from avsbench_kit.probes import perturb
@@ -113,43 +114,46 @@ def test_combined_score_is_the_harmonic_mean_of_j_and_one_minus_fpr():
 
 
 # -- tiny baselines, trained on a tiny SynthAVS ----------------------------------------------------
-from baselines.base import Baseline  # noqa: E402
+from baselines.base import Baseline, BaselineOutput  # noqa: E402
 
 
 class TinyAV(Baseline):
-    """Per frame: [audio, image] features -> a 32x32 logit map (linear read-out + bias)."""
+    """Per frame: [audio, image] features -> a 32x32 logit map (linear read-out + bias); with
+    ``audio=off`` (or ``modality=vision-only``) the image features alone."""
+
+    name = "tiny-av"
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.inputs = list(cfg["inputs"])
+        self.feature_names = ([AUDIO] if self.inputs["audio"] else []) + [IMAGE]
         width = {AUDIO: 128, IMAGE: 64}
-        self.read = nn.Linear(sum(width[i] for i in self.inputs), 32 * 32)
+        self.read = nn.Linear(sum(width[i] for i in self.feature_names), 32 * 32)
         self.bias = nn.Parameter(torch.zeros(32, 32))
 
     def feature_requests(self):
         from baselines.base import feature_request
 
-        return [feature_request(i, ["channels=concat"] if i == AUDIO else []) for i in self.inputs]
+        return [feature_request(i, ["channels=concat"] if i == AUDIO else []) for i in self.feature_names]
 
     def forward(self, batch):
-        x = torch.cat([batch["features"][i] for i in self.inputs], -1)
+        x = torch.cat([batch["features"][i] for i in self.feature_names], -1)
         b, t, _ = x.shape
-        return self.read(x).view(b, t, 32, 32) + self.bias
+        return BaselineOutput(self.read(x).view(b, t, 32, 32) + self.bias)
 
-    def loss(self, logits, batch):
+    def loss(self, out, batch):
         from baselines.base import masks_at
 
         ann = batch["annotated"].bool()
         target = masks_at(batch["masks"], (32, 32))
-        return nn.functional.binary_cross_entropy_with_logits(logits[ann], target[ann])
+        bce = nn.functional.binary_cross_entropy_with_logits(out.logits[ann], target[ann])
+        return {"total": bce}
 
 
 def tiny_config(name, preset, overrides):
     from avsbench_kit.config import apply_overrides
 
-    inputs = [AUDIO, IMAGE] if name == "tiny-av" else [IMAGE]
-    cfg = {"name": name, "seed": 0, "output_size": 32, "inputs": inputs, "train": {"epochs": 4, "batch_size": 4, "lr": 0.05,
-                                                                "val_every": 1}}
+    cfg = {"name": name, "seed": 0, "output_size": 32,
+           "train": {"epochs": 4, "batch_size": 4, "lr": 0.05, "val_every": 1}}
     return apply_overrides(cfg, list(overrides))
 
 
@@ -165,10 +169,10 @@ def home(tmp_path_factory) -> Path:
     for ds in ("synth-s4", "synth-ms3"):
         prepare(ds, synth_dir("small", 0, home), home=home)
     load_plugins()
-    for name in ("tiny-av", "tiny-v"):
-        if name not in BASELINES:
-            BASELINES.add(name, TinyAV, task="s4,ms3", paper="test fixture", configs=("default",),
-                          config_loader=tiny_config)
+    if "tiny-av" not in BASELINES:
+        BASELINES.add_spec(BaselineSpec("tiny-av", "test_probes:TinyAV", tasks=("s4", "ms3"),
+                                        modalities=("audio", "image"), paper="test fixture", presets=("default",),
+                                        default_preset="default"), TinyAV, config_loader=tiny_config)
     return home
 
 
@@ -177,9 +181,10 @@ def runs(home):
     from avsbench_kit.runs.run import RunRequest, execute
 
     out = {}
-    for name in ("tiny-av", "tiny-v", "empty"):
-        req = RunRequest.parse([f"baseline={name}", "dataset=synth-ms3"] + (["config=default"] if "tiny" in name else []))
-        out[name] = execute(req, home, progress=False, say=lambda m: None)
+    for name, args in (("tiny-av", ["baseline=tiny-av", "config=default"]),
+                       ("tiny-v", ["baseline=tiny-av", "config=default", "modality=vision-only"]),
+                       ("empty", ["baseline=empty"])):
+        out[name] = execute(RunRequest.parse(args + ["dataset=synth-ms3"]), home, progress=False, say=lambda m: None)
     return out
 
 
@@ -307,7 +312,7 @@ def test_probe_audio_visual_run_records_everything(home, runs):
     tables = collect_tables(home, "synth-ms3")
     clip = next(t for t in tables if t.protocol == "avsbench-clip-v1")
     assert {("test", "reliance"), ("test", "FPR silent"), ("test", "hJ silent")} <= set(clip.columns)
-    row = next(r for r in clip.rows if r.method == "tiny-av")
+    row = next(r for r in clip.rows if r.source == rid)
     assert row.cells[("test", "reliance")].mean == pytest.approx(by["audio-shuffled"]["drop"]["value"])
 
 
@@ -348,19 +353,20 @@ def test_cli_probe_prints_the_table_and_runs_show_it(home, runs, capsys):
 
 
 def test_av2t_clip_only_predictions_ignore_audio_but_av2t_does_not():
-    """probe-clip-only reads no audio: shuffled audio gives bit-identical predictions, so its
-    reliance is exactly 0; the audio-visual AV2T-SAM changes."""
+    """probe-clip-only (and av2t with audio=off) read no audio: shuffled audio gives bit-identical
+    predictions, so the reliance is exactly 0; the audio-visual AV2T-SAM's predictions change."""
     from avsbench_kit.metrics.evaluator import Evaluator
     from avsbench_kit.probes.engine import reads
+    from avsbench_kit.runs.run import RunRequest, resolve_config
     from baselines.av2t.model import AV2TSAM
-    from baselines.configs import load_config
 
-    small = ["features.audio=clap", "features.image=clip", "text_encoder.kind=transformer", "text_encoder.hidden=64",
-             "text_encoder.layers=1", "image_size=64", "output_size=32", "dims.audio=16", "dims.image=12",
-             "features.sam2=null"]
+    audio = ["features.audio=clap", "dims.audio=16"]  # only where audio is read (others refuse dead keys)
+    small = ["features.image=clip", "features.sam2=null", "dims.image=12",
+             "image_size=64", "output_size=32", "text_encoder.kind=transformer", "text_encoder.transformer.hidden=32",
+             "text_encoder.transformer.layers=1", "text_encoder.transformer.heads=2", "fused_dim=32"]
     g = torch.Generator().manual_seed(0)
-    frames = torch.rand(4, 2, 3, 64, 64, generator=g)
-    batch = {"key": list("abcd"), "annotated": torch.ones(4, 2, dtype=torch.bool), "frames": frames,
+    batch = {"key": list("abcd"), "annotated": torch.ones(4, 2, dtype=torch.bool),
+             "frames": torch.rand(4, 2, 3, 64, 64, generator=g),
              "masks": (torch.rand(4, 2, 32, 32, generator=g) > 0.5).float(),
              "features": {"clap": torch.randn(4, 2, 16, generator=g), "clip": torch.randn(4, 2, 12, generator=g)}}
     src = perturb.shuffled_sources([{"clip": k} for k in batch["key"]], seed=0)
@@ -368,21 +374,24 @@ def test_av2t_clip_only_predictions_ignore_audio_but_av2t_does_not():
 
     def j_scores(model, b):
         with torch.no_grad():
-            out = model(b)
-        logits = getattr(out, "logits", out)
+            logits = model(b).logits
         ev = Evaluator(["avsbench-clip-v1"], "test")
         for i, key in enumerate(b["key"]):
             ev.update(key, logits[i], b["masks"][i])
         return logits, ev.compute().samples["mIoU"].to_numpy()
 
     results = {}
-    for name in ("probe-clip-only", "av2t"):
-        model = AV2TSAM.from_config(load_config(name, "cpu-small", small)).eval()
-        modalities = reads(model, model.feature_requests())
-        assert ("audio" in modalities) == (name == "av2t")
+    for label, args in (("probe-clip-only", ["baseline=probe-clip-only"]), ("audio=off", ["baseline=av2t", "audio=off"]),
+                        ("av2t", ["baseline=av2t"] + audio)):
+        req = RunRequest.parse(args + small)
+        model = AV2TSAM.from_config(resolve_config(req)).eval()  # features.sam2=null: frames, no cache
+        requests = model.feature_requests()
+        assert ("audio" in reads(model, requests)) == (label == "av2t")
+        assert ("clap" in [r.encoder for r in requests]) == (label == "av2t")
         clean_logits, clean = j_scores(model, batch)
         pert_logits, pert = j_scores(model, shuffled)
-        results[name] = (torch.equal(clean_logits, pert_logits), relative_drop(clean, pert, seed=0))
-    same, drop = results["probe-clip-only"]
-    assert same and drop.value == 0.0 and (drop.low, drop.high) == (0.0, 0.0)
+        results[label] = (torch.equal(clean_logits, pert_logits), relative_drop(clean, pert, seed=0))
+    for label in ("probe-clip-only", "audio=off"):
+        same, drop = results[label]
+        assert same and drop.value == 0.0 and (drop.low, drop.high) == (0.0, 0.0)
     assert not results["av2t"][0]

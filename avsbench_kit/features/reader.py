@@ -226,6 +226,7 @@ def feature_batches(
     epoch: int = 0,
     drop_last: bool = False,
     shuffle_window: int = 4,
+    pin_memory: bool = False,
     perturbation: ReadPerturbation | None = None,
     encoders: dict[str, Encoder] | None = None,
 ) -> Iterator[dict[str, Any]]:
@@ -264,7 +265,8 @@ def feature_batches(
             idx = order[start:start + batch_size]
             if drop_last and len(idx) < batch_size:
                 break
-            yield _batch(rows, idx, views, dataset, with_frames, with_masks, torch, perturbation)
+            batch = _batch(rows, idx, views, dataset, with_frames, with_masks, torch, perturbation)
+            yield _pinned(batch) if pin_memory else batch
         if not (shuffle and resampled):
             return
         current += 1
@@ -314,6 +316,17 @@ def _batch(split_rows: list[dict[str, Any]], idx: list[int], views: list[CacheVi
                 features[f"{view.label}_{role}"] = tensor
     batch["features"] = features
     return batch
+
+
+def _pinned(value: Any) -> Any:
+    """Page-locked copies of a batch's tensors, so host-to-GPU copies can be non-blocking."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.pin_memory()
+    if isinstance(value, dict):
+        return {k: _pinned(v) for k, v in value.items()}
+    return value
 
 
 def ensure_caches(manifest: Any, requests: list[FeatureRequest], home: str | Path | None = None, *,

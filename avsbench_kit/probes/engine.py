@@ -31,19 +31,20 @@ class LoadedRun:
     protocols: list[str]
     reads: tuple[str, ...]
     batch_size: int
+    view: str = "native"
     notes: list[str] = field(default_factory=list)
 
 
 # -- rebuilding the run -------------------------------------------------------------------------
 def rebuild_model(store: Any, record: Any) -> tuple[Any, str]:
     """The record's model with its selected weights; returns (model, where the weights came from)."""
-    from avsbench_kit.runs.run import REFERENCE_PREDICTORS, RunRequest, build_model
+    from avsbench_kit.runs.run import RunRequest, baseline_spec, build_model
     from avsbench_kit.runs.trainer import load_checkpoint, load_trainable_state
 
     cfg = {k: v for k, v in record.config.items() if k != "run"}
     req = RunRequest(baseline=record.baseline, dataset=record.dataset, config=record.config_name or "cpu-small")
     model = build_model(req, cfg)
-    if record.baseline in REFERENCE_PREDICTORS:
+    if not baseline_spec(record.baseline).trains:
         return model, "none (reference predictor)"
     source = record.run_id
     path = store.path(source, "best.pt")
@@ -98,10 +99,20 @@ def load_run(run_id: str, home: str | Path | None = None) -> LoadedRun:
         changed = sorted(k for k in set(now) | set(record.features) if now.get(k) != record.features.get(k))
         raise DataError(f"run {record.run_id} read other feature caches than its config gives now ({', '.join(changed)})",
                         hint="the encoder presets or code changed since the run: re-run it, then probe")
-    protocols = list((record.config.get("run") or {}).get("protocols") or record.protocols)
+    protocols, view = probe_protocols(record)
     batch = TrainConfig.from_dict(record.config.get("train")).eval_batch_size if record.config.get("train") else 8
     return LoadedRun(record, model, manifest, requests, protocols, reads(model, requests), int(batch),
-                     [f"weights: {weights}"])
+                     view, [f"weights: {weights}"])
+
+
+def probe_protocols(record: Any) -> tuple[list[str], str]:
+    """(protocols, view) a run is probed under: its first view's (the native one, or AVSS binary)."""
+    from avsbench_kit.runs.run import baseline_spec, task_protocols
+
+    output = "semantic" if record.task == "avss" and "semantic" in baseline_spec(record.baseline).outputs else "binary"
+    views = task_protocols(record.task, output)
+    view = next(iter(views))
+    return list(views[view]), view
 
 
 # -- choosing probes ----------------------------------------------------------------------------
@@ -172,17 +183,18 @@ def default_split(run: LoadedRun) -> str:
 def _foreground(pairs: Iterable[tuple[dict, Any]], size: tuple[int, int] | None, threshold: float,
                 counts: dict[str, tuple[int, int]]) -> Iterable[tuple[dict, Any]]:
     """Pass (batch, logits) through, counting each sample's predicted foreground pixels on its
-    annotated frames at the scoring resolution with the protocol's foreground rule."""
-    from avsbench_kit.runs.scoring import resize_logits
+    annotated frames at the scoring resolution with the protocol's foreground rule (class logits:
+    the class-agnostic "not background" view)."""
+    from avsbench_kit.runs.scoring import binary_view, resize_logits
 
-    for batch, out in pairs:
-        logits = getattr(out, "logits", out).detach().cpu()
-        target = size or tuple(batch["masks"].shape[-2:])
-        at = resize_logits(logits, target)
+    for batch, logits in pairs:
+        binary, _ = binary_view(logits, batch["masks"])
+        at = resize_logits(binary, size or tuple(batch["masks"].shape[-2:]))
+        frames = batch.get("num_frames")
         for i, key in enumerate(batch["key"]):
-            ann = batch["annotated"][i].bool()
-            frames = at[i][ann]
-            counts[key] = (int((frames >= threshold).sum()), int(frames.numel()))
+            n = int(frames[i]) if frames is not None else at.shape[1]
+            scored = at[i][:n][batch["annotated"][i][:n].bool()]
+            counts[key] = (int((scored >= threshold).sum()), int(scored.numel()))
         yield batch, logits
 
 
@@ -204,10 +216,10 @@ def evaluate(run: LoadedRun, split: str, home: str | Path | None, probe: Probe |
                               seed=0, home=home, with_frames=bool(getattr(run.model, "needs_frames", False)),
                               with_masks=True, perturbation=perturbation, encoders=encoders)
     counts: dict[str, tuple[int, int]] = {}
-    size = scoring.resolution(run.protocols)
-    threshold = PROTOCOLS.get(run.protocols[0]).j_logit_threshold
+    official = PROTOCOLS.get(run.protocols[0])
+    size, threshold = (tuple(official.resolution) if official.resolution else None), official.j_logit_threshold
     scored = scoring.score(_foreground(predict(run.model, batches), size, threshold, counts), run.manifest,
-                           split, run.protocols)
+                           split, run.protocols, view=run.view)
     samples = scored.samples.copy()
     samples["fg"] = [counts[k][0] for k in samples["sample_key"]]
     samples["pixels"] = [counts[k][1] for k in samples["sample_key"]]
