@@ -15,28 +15,21 @@ from avsbench_kit.errors import DataError
 
 
 def derangement(n: int, seed: int) -> np.ndarray:
-    """A seeded permutation of ``range(n)`` with no fixed point (every item gets another one).
-
-    Sattolo's algorithm: a uniformly random single ``n``-cycle, hence never ``p[i] == i``.
-    """
+    """A seeded permutation of ``range(n)`` with no fixed point (every item gets another one)."""
     if n < 2:
         raise DataError(f"a shuffle needs at least 2 clips, the split has {n}",
                         hint="probe a split with more clips (--split)")
-    rng = np.random.default_rng([int(seed), 0x5A77])
-    p = np.arange(n)
-    for i in range(n - 1, 0, -1):
-        j = int(rng.integers(0, i))  # j < i: Sattolo, not Fisher-Yates
-        p[i], p[j] = p[j], p[i]
-    return p
+    return frame_derangement(n, np.random.default_rng([int(seed), 0x5A77]))
 
 
 def frame_derangement(n: int, rng: np.random.Generator) -> np.ndarray:
-    """A frame order of ``n`` frames in which no frame keeps its slot (identity when n < 2)."""
-    if n < 2:
-        return np.arange(n)
+    """A permutation of ``n`` items in which none keeps its slot (identity when n < 2).
+
+    Sattolo's algorithm: a uniformly random single ``n``-cycle, hence never ``p[i] == i``.
+    """
     p = np.arange(n)
     for i in range(n - 1, 0, -1):
-        j = int(rng.integers(0, i))
+        j = int(rng.integers(0, i))  # j < i: Sattolo, not Fisher-Yates
         p[i], p[j] = p[j], p[i]
     return p
 
