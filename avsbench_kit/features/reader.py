@@ -2,13 +2,17 @@
 
 Contract (shared with the baselines and the trainer)::
 
-    {"key": [sample keys], "masks": float32 [B, T, H, W], "annotated": bool [B, T],
-     "features": {name: tensor, ...}, "frames": float32 [B, T, 3, H, W] (optional)}
+    {"key": [sample keys], "is_null": bool [B], "num_frames": int64 [B], "masks": float32 [B, T, H, W],
+     "annotated": bool [B, T], "features": {name: tensor, ...}, "frames": float32 [B, T, 3, H, W] (optional)}
 
 Per-frame encoders give ``[B, T, ...]``; text encoders ``[B, L, D]`` plus ``name_mask`` ``[B, L]``
 (and ``name_pooled`` ``[B, D]`` when the encoder has one); ``sam2_image`` a dict
-``{level: float32 [B, T, C, h, w]}`` (float16 on disk). Clips of different lengths in one batch
-are zero-padded in time with ``annotated`` False.
+``{level: float32 [B, T, C, h, w]}`` (float16 on disk). ``is_null``: the manifest's flag (Ref-AVS
+null expressions, whose GT is empty); ``num_frames``: each clip's real length. Clips of different
+lengths in one batch (AVSS v1s/v1m 5 frames next to v2 10) are zero-padded in time to the
+longest: masks (class 0 for AVSS), frames, ``annotated`` (False, so padded steps are never
+trained or scored) and every per-frame feature (a field whose shape starts with "T").
+Per-sample fields (text tokens, pooled vectors) are not time-padded.
 
 Every cache is checked before use: its index must name this manifest's fingerprint and the
 requested encoder's fingerprint, and every shard's bytes are hashed when they are read. A missing
@@ -168,14 +172,18 @@ def missing_cache_error(manifest: Any, enc: Encoder, split: str, root: Path, com
 
 
 def _stack(arrays: list[np.ndarray], what: str) -> np.ndarray:
-    """Stack equal shapes; zero-pad the leading (time) axis when only it differs."""
-    first = arrays[0].shape
-    if all(a.shape == first for a in arrays):
+    """Stack equal shapes; zero-pad the leading axis (e.g. tokens) when only it differs."""
+    if all(a.shape == arrays[0].shape for a in arrays):
         return np.stack(arrays)
+    return _pad_time(arrays, max(a.shape[0] if a.ndim else 0 for a in arrays), what)
+
+
+def _pad_time(arrays: list[np.ndarray], length: int, what: str) -> np.ndarray:
+    """Stack per-frame arrays ``[T_i, ...]`` into ``[B, length, ...]``, zeros after each T_i."""
+    first = arrays[0].shape
     if any(a.ndim != len(first) or a.shape[1:] != first[1:] for a in arrays):
         raise DataError(f"{what}: shapes {sorted({a.shape for a in arrays})} cannot be batched",
                         hint="resize frames with image_size=N, or use batch_size=1")
-    length = max(a.shape[0] for a in arrays)
     out = np.zeros((len(arrays), length) + first[1:], dtype=arrays[0].dtype)
     for i, a in enumerate(arrays):
         out[i, : a.shape[0]] = a
@@ -277,36 +285,48 @@ def _batch(split_rows: list[dict[str, Any]], idx: list[int], views: list[CacheVi
            perturbation: ReadPerturbation | None = None) -> dict[str, Any]:
     rows = [split_rows[i] for i in idx]
     pert = perturbation or ReadPerturbation()
-    lengths = [len(r["annotated"]) for r in rows]
+    sizes = [len(r["annotated"]) for r in rows]
 
-    def timed(part: str, arrays: list[np.ndarray], sources: list[int] | None = None) -> list[np.ndarray]:
+    def timed(part: str, arrays: list[Any], sources: list[int] | None = None) -> list[Any]:
         if perturbation is None:
             return arrays
         sources = sources or idx
-        return [_in_time(a, pert.order(part, i), n if s != i else None)
-                for a, i, s, n in zip(arrays, idx, sources, lengths)]
+        return [_in_time(np.asarray(a), pert.order(part, i), n if s != i else None)
+                for a, i, s, n in zip(arrays, idx, sources, sizes)]
 
-    batch: dict[str, Any] = {"key": [r["sample_key"] for r in rows]}
+    batch: dict[str, Any] = {"key": [r["sample_key"] for r in rows],
+                             "is_null": torch.tensor([bool(r["is_null"]) for r in rows], dtype=torch.bool),
+                             "num_frames": torch.tensor([int(r["num_frames"]) for r in rows], dtype=torch.int64)}
+    sources = {view.label: [pert.source(view.encoder.modality, i) for i in idx] for view in views}
+    entries = {view.label: [view.get(split_rows[s]) for s in sources[view.label]] for view in views}
+    per_frame = {(view.label, name) for view in views for name, spec in view.fields.items()
+                 if list(spec["shape"])[:1] == ["T"]}
+    arrays = {(view.label, name): [e[name] for e in entries[view.label]] for view in views for name in view.fields}
+    for view in views:  # probes: another clip's rows (fitted to this clip's length), frames reordered
+        for name in view.fields:
+            if (view.label, name) in per_frame:
+                arrays[view.label, name] = timed(view.encoder.modality, arrays[view.label, name], sources[view.label])
+    # the batch's time axis: the longest clip, or a longer per-frame feature (e.g. VGGish padded to
+    # 10 examples as official AVSS does), so masks, frames and features always line up
+    length = max([int(r["num_frames"]) for r in rows]
+                 + [np.shape(a)[0] for key in per_frame for a in arrays[key]])
     annotated = timed("target", [np.asarray(r["annotated"], dtype=bool) for r in rows])
     if dataset is not None:
         items = [dataset[i] for i in idx]
         if with_masks:
             masks = timed("target", [np.asarray(it["masks"], dtype=np.float32) for it in items])
-            batch["masks"] = _tensor(_stack(masks, "masks"))
+            batch["masks"] = _tensor(_pad_time(masks, length, "masks"))
         if with_frames:
             frames = timed("image", [np.asarray(it["frames"], dtype=np.float32) for it in items])
-            batch["frames"] = _tensor(_stack(frames, "frames"))
-    batch["annotated"] = torch.from_numpy(_stack(annotated, "annotated"))
+            batch["frames"] = _tensor(_pad_time(frames, length, "frames"))
+    batch["annotated"] = torch.from_numpy(_pad_time(annotated, length, "annotated"))
     features: dict[str, Any] = {}
     for view in views:
-        modality = view.encoder.modality
-        sources = [pert.source(modality, i) for i in idx]
-        entries = [view.get(split_rows[s]) for s in sources]
         for name, spec in view.fields.items():
-            arrays = [e[name] for e in entries]
-            if spec["shape"] and spec["shape"][0] == "T":
-                arrays = timed(modality, arrays, sources)
-            tensor = _tensor(_stack(arrays, f"{view.label}.{name}"))
+            what = f"{view.label}.{name}"
+            key = (view.label, name)
+            stacked = _pad_time(arrays[key], length, what) if key in per_frame else _stack(arrays[key], what)
+            tensor = _tensor(stacked)
             role = spec["role"]
             if role == "primary":
                 features[view.label] = tensor
