@@ -255,7 +255,6 @@ def test_signal_probes_are_cached_under_their_own_fingerprint(home, runs):
     assert torch.allclose(x, x[0, 0].expand_as(x))  # silence: the same descriptor everywhere
     _, clean = _batches(home, requests=[_request()])
     assert not torch.allclose(clean["features"][AUDIO], x)
-    from avsbench_kit.features.reader import CacheView  # noqa: F401  (the view checked the fingerprint)
     vgg_log_mel = build_encoder("vggish", ("input=log_mel",))
     with pytest.raises(ConfigError, match="raw audio"):
         PerturbedEncoder(vgg_log_mel, PROBES.get("audio-silent"), {}, 0)
