@@ -48,6 +48,10 @@ class PerturbedEncoder(Encoder):
         return {**self.inner.fingerprint_parts(),
                 "perturbation": self.probe.identity(self.probe_params, self.probe_seed)}
 
+    def set_device(self, spec: str) -> Any:
+        self.inner.set_device(spec)  # the inner adapter moves its own inputs (on_device)
+        return super().set_device(spec)
+
     def _load(self) -> Any:
         return self.inner.model
 

@@ -107,7 +107,10 @@ def resolve_config(req: RunRequest) -> dict[str, Any]:
     cfg = apply_overrides(cfg, later)
     from avsbench_kit.data.datasets import DATASETS
 
-    cfg["task"] = DATASETS.get(req.dataset).task  # what the model predicts for (AVSS: class logits)
+    dspec = DATASETS.get(req.dataset)
+    cfg["task"] = dspec.task  # what the model predicts for (AVSS: class logits over num_classes)
+    if dspec.num_classes:
+        cfg["num_classes"] = dspec.num_classes
     TrainConfig.from_dict(cfg["train"])  # validate early (bad values are ConfigErrors)
     return cfg
 
@@ -176,7 +179,7 @@ def feature_fingerprints(requests: list) -> dict[str, str]:
 
 
 def ensure_features(manifest, requests: list, splits: Iterable[str], home, build: bool,
-                    say: Callable[[str], None], progress: bool = True) -> None:
+                    say: Callable[[str], None], progress: bool = True, device: Any = "cpu") -> None:
     """Build missing caches; with ``build_caches=false`` fail instead, naming the exact
     ``avskit features extract`` command (the reader's NotPreparedError hint)."""
     if not requests:
@@ -189,7 +192,7 @@ def ensure_features(manifest, requests: list, splits: Iterable[str], home, build
         say(f"feature caches for {manifest.dataset}: {', '.join(r.label for r in requests)} (built if missing)")
         for r in requests:  # one worker: under torchrun, RANK/WORLD_SIZE must not split this job
             extract(manifest, r.encoder, r.overrides, home=home, num_workers_total=1, worker_index=0,
-                    progress=progress)
+                    progress=progress, device=str(device))
         return
     for split in splits:
         if len(manifest.split(split)):
@@ -376,7 +379,7 @@ def execute(req: RunRequest, home: str | Path | None = None, *, progress: bool =
     requests = list(model.feature_requests())
     augment = _augmenter(cfg, requests, seed)
     if dist.main:
-        ensure_features(manifest, requests, spec.splits, home, req.build_caches, quiet, progress)
+        ensure_features(manifest, requests, spec.splits, home, req.build_caches, quiet, progress, device)
     _barrier(dist)
     record_cfg = {**cfg, "run": {"baseline": req.baseline, "preset": req.config, "dataset": req.dataset,
                                  "mode": req.mode, "protocols": list(protocols),
@@ -481,7 +484,7 @@ def _augmenter(cfg: dict[str, Any], requests: list, seed: int):
         return None
     from avsbench_kit.data.augment import augment_batch, check_augment_allowed
 
-    check_augment_allowed(requests)
+    check_augment_allowed(requests, block)
 
     def transform(batch: dict, epoch: int, index: int) -> dict:
         import torch
