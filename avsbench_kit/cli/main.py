@@ -12,6 +12,7 @@ from avsbench_kit.cli import ls as ls_cli
 from avsbench_kit.cli import eval as eval_cli
 from avsbench_kit.cli import features as features_cli
 from avsbench_kit.cli import prepare as prepare_cli
+from avsbench_kit.cli import probe as probe_cli
 from avsbench_kit.cli import leaderboard as leaderboard_cli
 from avsbench_kit.cli import plot as plot_cli
 from avsbench_kit.cli import regress as regress_cli
@@ -57,6 +58,7 @@ leaderboard_cli.register(app)
 plot_cli.register(app)
 regress_cli.register(app)
 run_cli.register(app)
+probe_cli.register(app)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -222,7 +222,7 @@ def _prefetched(split: str, batches: list[tuple[Unit, ...]],
 # ---- the driver -------------------------------------------------------------------------------
 def extract(
     dataset: str | Any,
-    encoder: str,
+    encoder: str | Encoder,
     overrides: tuple[str, ...] | list[str] = (),
     *,
     split: str | None = None,
@@ -235,7 +235,9 @@ def extract(
     device: str = "cpu",
 ) -> ExtractSummary:
     """Extract (or resume, or repair) the cache of ``encoder`` over ``dataset`` (a name or a
-    Manifest); ``split=None`` or ``"all"`` means every split. Returns what was done.
+    Manifest); ``split=None`` or ``"all"`` means every split. Returns what was done. ``encoder``
+    is a registry name (built with ``overrides``) or a built :class:`Encoder` (e.g. a probe's
+    perturbed encoder, whose fingerprint names its own cache).
 
     ``device`` (auto|cpu|cuda|cuda:N|mps): where the encoder runs, batch by batch; each shard
     records it. An unavailable device fails before the cache is opened."""
@@ -246,7 +248,7 @@ def extract(
     start = time.perf_counter()
     resolve_device(device)  # a missing GPU is the first error, before anything is read or written
     manifest = load_manifest(dataset, home) if isinstance(dataset, str) else dataset
-    enc = build_encoder(encoder, tuple(overrides))
+    enc = encoder if isinstance(encoder, Encoder) else build_encoder(encoder, tuple(overrides))
     enc.set_device(device)
     index, total = resolve_workers(num_workers_total, worker_index)
     splits = [s for s in dict.fromkeys(manifest.df["split"].tolist())]
