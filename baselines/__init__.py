@@ -11,6 +11,8 @@ that define the entry, applied and enforced by :func:`baselines.configs.load_con
 
 from __future__ import annotations
 
+_STBAVA_PAPER = ("ST-BAVA: Extending Segment Anything Model into Auditory and Temporal Dimensions for "
+                 "Audio-Visual Segmentation (Seon et al., ICIP 2024; code Sunjuhyeong/SAM_STBAVA)")
 _AV2T_PAPER = "AV2T-SAM: Audio Visual Segmentation Through Text Embeddings (K. Lee et al.; code bok-bok/AV2T-SAM)"
 
 
@@ -24,3 +26,7 @@ def register(registry) -> None:
                  configs=("cpu-small", "paper"), config_dir="av2t",
                  preset_overrides=("prompt_feature=clip",),
                  description="AV2T-SAM prompted by CLIP image features only: no audio at all")
+    registry.add("stbava", "baselines.stbava.model:STBAVAModel", task="s4,ms3", paper=_STBAVA_PAPER,
+                 configs=("cpu-small", "paper-stage1", "paper-stage2"), config_dir="stbava",
+                 preset_overrides=(),
+                 description="SAM/SAM2 + spatio-temporal bidirectional audio-visual attention, two stages")

@@ -1,0 +1,174 @@
+"""The two image backbones ST-BAVA runs on, behind one small interface.
+
+* ``SAMBackbone``: SAM ViT (``avsbench_kit.models.sam1``) — the paper's backbone.
+* ``SAM2Backbone``: SAM2 Hiera through the shared SAM2 wrapper (a port: the paper has no SAM2 run).
+
+Both give the stride-16 image embedding [N,256,h,w] (optionally with SAMA-style block prompts),
+their per-block widths (adapter sizes), their prompt encoder's random-Fourier matrix (the default
+visual PE), and a mask-decoder call with a dense prompt (the fused visual map) and sparse tokens
+(the fused audio) returning all multimask logits [N,M,4h,4w] and predicted IoUs [N,M].
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from avsbench_kit.errors import DataError
+from baselines.base import feature_request
+
+
+def _frames(batch: dict, what: str) -> torch.Tensor:
+    if "frames" not in batch:
+        raise DataError(f"batch {batch.get('key', [])[:2]}... has neither {what} nor frames",
+                        hint="build batches with the baseline's feature_requests() and "
+                             "with_frames=baseline.needs_frames")
+    return batch["frames"]
+
+
+class SAMBackbone(nn.Module):
+    """SAM ViT image encoder (frozen) + mask decoder; image embeddings from a ``sam_image`` cache
+    or computed from frames (always from frames when block prompts are given)."""
+
+    kind = "sam"
+
+    def __init__(self, cfg: dict, image_size: int, cache: str | None) -> None:
+        super().__init__()
+        from avsbench_kit.models.sam1 import SAM1Wrapper
+
+        self.sam = SAM1Wrapper(cfg["variant"], cfg.get("checkpoint"), image_size, size=cfg["size"],
+                               init_seed=int(cfg.get("init_seed", 0)))
+        self.cache, self.init_seed = cache, int(cfg.get("init_seed", 0))
+        self.block_dims = list(self.sam.block_dims)
+
+    @property
+    def checkpoint(self) -> str | None:
+        return self.sam.checkpoint
+
+    def describe(self) -> dict:
+        return {"sam": self.sam.describe()}
+
+    def needs_frames(self, prompted: bool) -> bool:
+        return prompted or not self.cache
+
+    def feature_requests(self) -> list:
+        if not self.cache:
+            return []
+        s = self.sam
+        out = [f"variant={s.variant}", f"size={s.size}", f"image_size={s.image_size}"]
+        out.append(f"weights={s.checkpoint}" if s.checkpoint else f"seed={self.init_seed}")
+        return [feature_request(self.cache, out)]
+
+    def pe_matrix(self) -> torch.Tensor:
+        return self.sam.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+
+    def decoder_modules(self) -> list[nn.Module]:
+        return [self.sam.mask_decoder]
+
+    def encode(self, batch: dict, prompts: Sequence[torch.Tensor] | None) -> tuple[torch.Tensor, Any]:
+        """[B,T,256,h,w] image embeddings (no extras for SAM)."""
+        if prompts is None and self.cache and self.cache in batch.get("features", {}):
+            return batch["features"][self.cache].float(), None
+        frames = _frames(batch, f"the {self.cache!r} cache" if self.cache else "raw frames")
+        b, t = frames.shape[:2]
+        images = self.sam.preprocess(frames.flatten(0, 1))
+        if prompts is None:
+            with torch.no_grad():
+                emb = self.sam.features(images)
+        else:
+            emb = self.sam.features(images, prompts)
+        return emb.unflatten(0, (b, t)), None
+
+    def decode(self, embed: torch.Tensor, extras: Any, rows: torch.Tensor, cols: torch.Tensor,
+               sparse: torch.Tensor, dense: torch.Tensor, pe: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.sam.decode(embed[rows, cols], sparse, dense, image_pe=pe, multimask=True)
+
+
+class SAM2Backbone(nn.Module):
+    """SAM2 Hiera image encoder (frozen) + mask decoder; features from a ``sam2_image`` cache or
+    from frames. The decoder's image embedding gets ``no_mem_embed`` as SAM2 does on an un-tracked
+    frame; the fusion sees the raw stride-16 level."""
+
+    kind = "sam2"
+
+    def __init__(self, cfg: dict, image_size: int, cache: str | None, levels: Sequence[str] | None,
+                 cache_overrides: Sequence[str]) -> None:
+        super().__init__()
+        from baselines.common.sam2_wrapper import SAM2Wrapper
+
+        self.sam = SAM2Wrapper(cfg["config"], cfg.get("checkpoint"), image_size,
+                               init_seed=int(cfg.get("init_seed", 0)),
+                               round_features=cfg.get("round_features"))
+        self.init_seed = int(cfg.get("init_seed", 0))
+        self.cache, self.levels = cache, list(levels or ())
+        self.cache_overrides = list(cache_overrides or ())
+        self.block_dims = list(self.sam.block_dims)
+
+    @property
+    def checkpoint(self) -> str | None:
+        return self.sam.checkpoint
+
+    def describe(self) -> dict:
+        return {"sam2": self.sam.describe()}
+
+    def needs_frames(self, prompted: bool) -> bool:
+        return prompted or not self.cache
+
+    def cache_projected(self) -> bool:
+        """Whether cached high-res levels already went through conv_s0/conv_s1 (then frozen)."""
+        return bool(self.cache) and "fpn0" not in self.levels
+
+    def feature_requests(self) -> list:
+        if not self.cache:
+            return []
+        from baselines.common.sam2_wrapper import sam2_config_path
+
+        s = self.sam
+        out = [f"model_config={sam2_config_path(s.config_name)}", f"image_size={s.image_size}",
+               f"seed={self.init_seed}"]
+        if s.checkpoint:
+            out.append(f"weights={s.checkpoint}")
+        if self.levels:
+            out.append("levels=[" + ",".join(self.levels) + "]")
+        return [feature_request(self.cache, tuple(out) + tuple(self.cache_overrides))]
+
+    def pe_matrix(self) -> torch.Tensor:
+        return self.sam.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+
+    def decoder_modules(self) -> list[nn.Module]:
+        return [self.sam.mask_decoder]
+
+    def encode(self, batch: dict, prompts: Sequence[torch.Tensor] | None) -> tuple[torch.Tensor, Any]:
+        """[B,T,256,h,w] stride-16 features + the ImageFeatures of all B·T frames (for decoding)."""
+        if prompts is None and self.cache and self.cache in batch.get("features", {}):
+            levels = batch["features"][self.cache]
+            b, t = next(iter(levels.values())).shape[:2]
+            feats = self.sam.from_cache({k: v.flatten(0, 1) for k, v in levels.items()})
+        else:
+            frames = _frames(batch, f"the {self.cache!r} cache" if self.cache else "raw frames")
+            b, t = frames.shape[:2]
+            images = self.sam.preprocess(frames.flatten(0, 1))
+            if prompts is None:
+                with torch.no_grad():
+                    feats = self.sam.features(images)
+            else:
+                feats = self.sam.features(images, prompts)
+        return feats.levels[2].unflatten(0, (b, t)), (feats, t)
+
+    def decode(self, embed: torch.Tensor, extras: Any, rows: torch.Tensor, cols: torch.Tensor,
+               sparse: torch.Tensor, dense: torch.Tensor, pe: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        from baselines.common.sam2_wrapper import ImageFeatures
+
+        feats, t = extras
+        idx = rows * t + cols
+        picked = ImageFeatures(tuple(level[idx] for level in feats.levels), feats.projected)
+        image_embed, high_res = self.sam.decoder_inputs(picked)
+        low, ious, _, _ = self.sam.mask_decoder(
+            image_embeddings=image_embed, image_pe=pe, sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense, multimask_output=True, repeat_image=False,
+            high_res_features=high_res)
+        return low.float(), ious.float()
