@@ -67,6 +67,12 @@ class SAMBackbone(nn.Module):
     def decoder_modules(self) -> list[nn.Module]:
         return [self.sam.mask_decoder]
 
+    def unreachable_decoder_modules(self) -> list[nn.Module]:
+        """Decoder parts no loss on the multimask logits reaches: the IoU head and the single-mask
+        output's hypernetwork (frozen, so the trainable count is honest)."""
+        dec = self.sam.mask_decoder
+        return [dec.iou_prediction_head, dec.output_hypernetworks_mlps[0]]
+
     def encode(self, batch: dict, prompts: Sequence[torch.Tensor] | None) -> tuple[torch.Tensor, Any]:
         """[B,T,256,h,w] image embeddings (no extras for SAM)."""
         if prompts is None and self.cache and self.cache in batch.get("features", {}):
@@ -140,6 +146,14 @@ class SAM2Backbone(nn.Module):
 
     def decoder_modules(self) -> list[nn.Module]:
         return [self.sam.mask_decoder]
+
+    def unreachable_decoder_modules(self) -> list[nn.Module]:
+        """As for SAM, plus the object-score head (its score is not used) and, with a cache of
+        ``forward_image`` levels, conv_s0/conv_s1 (applied when the cache was made)."""
+        dec = self.sam.mask_decoder
+        out = [dec.iou_prediction_head, dec.output_hypernetworks_mlps[0]]
+        out += [dec.pred_obj_score_head] if getattr(dec, "pred_obj_score_head", None) is not None else []
+        return out + ([dec.conv_s0, dec.conv_s1] if self.cache_projected() else [])
 
     def encode(self, batch: dict, prompts: Sequence[torch.Tensor] | None) -> tuple[torch.Tensor, Any]:
         """[B,T,256,h,w] stride-16 features + the ImageFeatures of all B·T frames (for decoding)."""

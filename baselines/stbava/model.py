@@ -198,12 +198,8 @@ class STBAVAModel(Baseline):
             for module in parts[part]:
                 for p in module.parameters():
                     p.requires_grad_(True)
-        kind = getattr(self.backbone, "cache_projected", lambda: False)
-        if self.adapters is None and kind():
-            # forward_image levels were projected by conv_s0/conv_s1 when the cache was made:
-            # those convs cannot learn here (frozen, not counted as trainable)
-            dec = self.backbone.sam.mask_decoder
-            for p in list(dec.conv_s0.parameters()) + list(dec.conv_s1.parameters()):
+        for module in self.backbone.unreachable_decoder_modules():
+            for p in module.parameters():
                 p.requires_grad_(False)
 
     # ---- contract ----------------------------------------------------------------------------
