@@ -137,13 +137,15 @@ def test_forward_shapes_training_frames_and_loss(model: STBAVAModel) -> None:
     batch = make_batch()
     model.eval()
     with torch.no_grad():
-        logits = model(batch)
+        out = model(batch)
+    logits = out.logits
     assert logits.shape == (B, T, 48, 48) and torch.isfinite(logits).all()
+    assert out.aux["ious"].shape == (B * T, 3)
     assert (logits != 0).flatten(2).any(-1).all()
     model.train()
-    train_logits = model(batch)
-    assert (train_logits[~batch["annotated"]] == 0).all()  # only annotated frames are decoded
-    terms = model.loss_terms(train_logits, batch)
+    train_out = model(batch)
+    assert (train_out.logits[~batch["annotated"]] == 0).all()  # only annotated frames are decoded
+    terms = model.loss(train_out, batch)
     assert set(terms) == {"total", "bce"} and torch.isfinite(terms["total"])
     terms["total"].backward()
     for name, p in model.named_parameters():
@@ -169,7 +171,7 @@ def test_stage2_adapters_prompt_every_encoder_block(backbone: str) -> None:
     assert {n.split(".")[0] for n, p in m.named_parameters() if p.requires_grad} == {"adapters", "backbone"}
     batch = make_batch()
     m.train()
-    m.loss(m(batch), batch).backward()
+    m.loss(m(batch), batch)["total"].backward()
     grads = [blk[0].weight.grad for blk in m.adapters.private]
     assert all(g is not None and g.abs().sum() > 0 for g in grads)  # every block's prompt matters
     assert m.fusion.blocks[0].pre_v[0].weight.grad is None  # ST-BAVA frozen in stage 2
@@ -199,18 +201,18 @@ def test_audio_off_reads_no_audio_and_ignores_it() -> None:
     assert m.feature_requests() == [] and m.adapters is None
     batch = make_batch()
     with torch.no_grad():
-        out = m(batch)
+        out = m(batch).logits
         batch["features"] = {}
-        assert torch.equal(m(batch), out)
+        assert torch.equal(m(batch).logits, out)
 
 
 def test_audio_on_uses_the_audio() -> None:
     m = build().eval()
     batch = make_batch()
     with torch.no_grad():
-        out = m(batch)
+        out = m(batch).logits
         batch["features"]["logmel_stats"] = batch["features"]["logmel_stats"].flip(0)
-        assert not torch.allclose(m(batch), out)
+        assert not torch.allclose(m(batch).logits, out)
 
 
 def test_sparse_prompt_is_the_fused_audio_token_repeated(monkeypatch) -> None:
@@ -242,8 +244,20 @@ def test_config_errors_are_one_line() -> None:
 
 @pytest.mark.parametrize("preset", ["paper-stage1", "paper-stage2"])
 def test_paper_presets_name_the_missing_weights(preset: str) -> None:
-    cfg = load_config("stbava", preset, ["sam.size=small", "image_size=64"])
-    m = STBAVAModel.from_config(cfg)
-    missing = m.missing_weights()
-    assert any("sam.checkpoint" in w for w in missing) and any("VGGish" in w for w in missing)
-    assert m.layers == 7 and cfg["train"]["lr"] == 1e-4
+    cfg = load_config("stbava", preset, [])
+    missing = STBAVAModel.missing_weights(cfg)
+    assert len(missing) == 2 and "sam.checkpoint" in missing[0] and "vggish" in missing[1]
+    assert STBAVAModel.missing_weights({**cfg, "audio": "off"}) == missing[:1]
+    sam2 = load_config("stbava", preset, ["backbone=sam2"])
+    assert "sam2.checkpoint" in STBAVAModel.missing_weights(sam2)[0]
+    assert cfg["train"]["lr"] == 1e-4 and cfg["image_size"] == 1024 and cfg["sam"]["size"] == "full"
+    assert (cfg["adapters"], cfg["trains"]) == ((True, ["adapters", "decoder"]) if preset == "paper-stage2"
+                                                else (False, ["fusion", "audio_proj", "decoder"]))
+
+
+def test_layers_per_task_follow_the_paper() -> None:
+    cfg = load_config("stbava", "paper-stage1", ["sam.size=small", "image_size=64"])
+    assert STBAVAModel.from_config({**cfg, "task": "s4"}).layers == 5
+    assert STBAVAModel.from_config({**cfg, "task": "ms3"}).layers == 7
+    with pytest.raises(ConfigError, match="no entry for task"):
+        STBAVAModel.from_config({**cfg, "task": "refavs"})

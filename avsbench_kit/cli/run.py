@@ -19,7 +19,9 @@ def register(app: typer.Typer) -> None:
             "record (<data home>/runs/<run_id>/).\n\n"
             "Run keys: baseline=NAME (av2t), dataset=NAME (synth-s4), config=PRESET (cpu-small), "
             "mode=train+eval|train|eval, resume=true|false, from=RUN_ID (mode=eval: weights of that run), "
-            "save_predictions=true|false, build_caches=true|false. Every other key=value overrides the "
+            "save_predictions=true|false, build_caches=true|false, init_from=RUN_ID (warm start), "
+            "then=PRESET[,PRESET] (after this run, run each preset warm-started from the previous run: "
+            "two-stage methods in one command). Every other key=value overrides the "
             "baseline's config (e.g. train.epochs=5 seed=1 prompt_feature=clip). baseline=empty|full are "
             "the reference predictors (eval only). Re-running an interrupted command resumes it."
         ),
@@ -31,14 +33,18 @@ def run_command(
     home: Optional[Path] = HomeOption,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
-    from rich.table import Table
-
-    from avsbench_kit.runs.run import RunRequest, execute
+    from avsbench_kit.runs.run import RunRequest, execute_stages
 
     req = RunRequest.parse(args or [])
-    record = execute(req, home, progress=progress, say=lambda m: err_console.print(m, highlight=False))
-    if record is None:  # a non-zero torchrun rank
-        return
+    records = execute_stages(req, home, progress=progress, say=lambda m: err_console.print(m, highlight=False))
+    for record in records:
+        if record is not None:  # None: a non-zero torchrun rank
+            _show(record)
+
+
+def _show(record) -> None:
+    from rich.table import Table
+
     table = Table(title=f"run {record.run_id} ({record.baseline} on {record.dataset}, seed {record.seed})",
                   title_justify="left")
     for col in ("split", "protocol", "metric", "value"):

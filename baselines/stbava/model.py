@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from avsbench_kit.errors import ConfigError, DataError
-from baselines.base import Baseline, check_batch, feature_request, masks_at
+from baselines.base import (Baseline, BaselineOutput, ParamGroup, check_batch, decay_groups,
+                            encoder_weights_missing, feature_request, masks_at)
 from baselines.common.losses import soft_iou_loss
 from baselines.stbava.fusion import STBAVA
 
@@ -58,6 +59,20 @@ def positive_int(cfg: dict, key: str) -> int:
     value = _lookup(cfg, key)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{key}={value!r} must be a positive integer", hint=f"e.g. {key}=5")
+    return value
+
+
+def layers_for_task(cfg: dict) -> int:
+    """``layers``: an int, or per task (``{s4: 5, ms3: 7}``, the paper) read with the run's task."""
+    value = cfg.get("layers")
+    if isinstance(value, dict):
+        task = cfg.get("task")
+        if task not in value:
+            raise ConfigError(f"layers={dict(value)} has no entry for task {task!r}",
+                              hint="give an int (layers=5) or an entry per task ({s4: 5, ms3: 7})")
+        value = value[task]
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"layers={value!r} must be a positive integer", hint="e.g. layers=5")
     return value
 
 
@@ -113,9 +128,14 @@ class STBAVAModel(Baseline):
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
         self.backbone_kind = choice(cfg, "backbone", BACKBONES)
-        self.audio_on = switch(cfg, "audio")
+        self.inactive("sam2" if self.backbone_kind == "sam" else "sam")
+        if self.backbone_kind == "sam":
+            self.inactive("features.image_levels")
+        self.audio_on = self.inputs["audio"]
         self.adapters_on = switch(cfg, "adapters") and self.audio_on
-        self.layers = positive_int(cfg, "layers")
+        if not self.adapters_on:
+            self.inactive("adapter_hidden")
+        self.layers = layers_for_task(cfg)
         self.temporal = switch(cfg, "temporal")
         self.bidirectional = switch(cfg, "bidirectional")
         self.train_frames = choice(cfg, "train_frames", ("annotated", "all"))
@@ -131,17 +151,21 @@ class STBAVAModel(Baseline):
             raise ConfigError("trains lists adapters but adapters=off (or audio=off)",
                               hint="drop adapters from trains, or set adapters=on")
         self.trains = list(trains)
-        self.require_weights = switch(cfg, "require_weights")
+        switch(cfg, "require_weights")  # read by missing_weights() before the model is built
         lcfg = cfg.get("loss") or {}
         self.loss_weights = {"bce": float(lcfg.get("bce_weight", 1.0)), "iou": float(lcfg.get("iou_weight", 0.0))}
         feats = cfg["features"]
         self.audio_name = feats.get("audio")
         self.audio_overrides = list(feats.get("audio_overrides") or ())
+        if not self.audio_on:
+            self.inactive("features.audio", "features.audio_overrides", "features.audio_dim")
         image_size = int(cfg["image_size"])
         fcfg = cfg["fusion"]
         pe_cfg = cfg["visual_pe"]
         pe_source = choice(cfg, "visual_pe.source", ("backbone", "random"))
         pe_scale = float(pe_cfg.get("scale", 1.0))
+        if pe_source == "backbone":
+            self.inactive("visual_pe.scale")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(cfg.get("seed", 0)))  # the new modules are a function of the config
             self.backbone = self._build_backbone(cfg, image_size, feats)
@@ -210,18 +234,42 @@ class STBAVAModel(Baseline):
         out.extend(self.backbone.feature_requests() if not self.needs_frames else [])
         return out
 
-    def missing_weights(self) -> list[str]:
-        """Pretrained parts a ``paper-*`` preset needs but was not given."""
-        if not self.require_weights:
+    @classmethod
+    def missing_weights(cls, cfg: dict[str, Any]) -> list[str]:
+        """With ``require_weights`` (the paper presets): the SAM/SAM2 checkpoint and VGGish."""
+        if not cfg.get("require_weights"):
             return []
         missing = []
-        if not self.backbone.checkpoint:
-            missing.append("sam.checkpoint (SAM ViT-H sam_vit_h_4b8939.pth)" if self.backbone_kind == "sam"
-                           else "sam2.checkpoint (SAM2 .pt matching sam2.config)")
-        if self.audio_on and not any(str(o).startswith("weights=") and str(o) != "weights="
-                                     for o in self.audio_overrides):
-            missing.append("features.audio_overrides weights= (VGGish vggish-10086976.pth)")
+        if cfg.get("backbone") == "sam2":
+            if not cfg["sam2"].get("checkpoint"):
+                missing.append(f"sam2.checkpoint (SAM2 {cfg['sam2']['config']} .pt)")
+        elif not cfg["sam"].get("checkpoint"):
+            missing.append(f"sam.checkpoint (SAM {cfg['sam']['variant']} .pth, e.g. sam_vit_h_4b8939.pth)")
+        from baselines.base import input_enabled
+
+        feats = cfg["features"]
+        if input_enabled(cfg, "audio"):
+            gap = encoder_weights_missing(feats["audio"], feats.get("audio_overrides") or (),
+                                          "features.audio_overrides")
+            if gap:
+                missing.append(gap.replace("<local dir or hub id>", "<vggish-10086976.pth>"))
         return missing
+
+    def checkpoints(self) -> dict[str, str]:
+        path = self.backbone.checkpoint
+        return {self.backbone_kind: path} if path else {}
+
+    def param_groups(self) -> list[ParamGroup]:
+        """One group per trained part (fusion, audio_proj, decoder, adapters, visual_pe), each split
+        into decayed weights and no-decay norms/biases/tokens."""
+        parts = {"fusion": self.fusion, "audio_proj": self.audio_proj, "visual_pe": self.visual_pe,
+                 "adapters": self.adapters, "decoder": self.backbone}
+        groups: list[ParamGroup] = []
+        for name in PARTS:
+            module = parts[name]
+            if module is not None:
+                groups += decay_groups(module, name=name)
+        return groups
 
     def train(self, mode: bool = True) -> "STBAVAModel":
         super().train(mode)
@@ -247,7 +295,7 @@ class STBAVAModel(Baseline):
                             hint="the image cache does not come from this backbone")
         logits = embed.new_zeros(b, t, h, w)
         if rows.numel() == 0:
-            return logits
+            return BaselineOutput(logits)
         pe = self.visual_pe(*embed.shape[-2:])
         fused_v, fused_a = self.fusion(embed, audio, pe)
         sparse = fused_a[rows, cols].unsqueeze(1).expand(-1, self.sparse_tokens, -1)
@@ -258,7 +306,7 @@ class STBAVAModel(Baseline):
             size = self.backbone.sam.image_size
             masks = F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False)
         masks = F.interpolate(masks, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
-        return logits.index_put((rows, cols), masks)
+        return BaselineOutput(logits.index_put((rows, cols), masks), {"ious": ious})
 
     def reduce_masks(self, low: torch.Tensor, ious: torch.Tensor) -> torch.Tensor:
         """[N,M,h,w] multimask logits -> [N,1,h,w]: summed (the released code) or, as SAM does,
@@ -268,21 +316,22 @@ class STBAVAModel(Baseline):
         best = ious.argmax(dim=1)
         return low[torch.arange(low.shape[0], device=low.device), best].unsqueeze(1)
 
-    def loss_terms(self, logits: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
-        annotated = batch["annotated"].bool()
+    def loss(self, out: BaselineOutput, batch: dict) -> dict[str, torch.Tensor]:
+        """BCE on the annotated frames (the released code's ``IoULoss`` is plain BCE); an optional
+        soft-IoU term (``loss.iou_weight``, 0 by default)."""
+        logits = out.logits
+        annotated = batch["annotated"].bool().to(logits.device)
         if not annotated.any():  # nothing to learn from; keep backward() valid
-            zero = logits.sum() * 0.0
-            return {"total": zero, "bce": zero}
+            zero = logits.sum() * 0.0 if logits.requires_grad else \
+                torch.zeros((), device=logits.device, requires_grad=True)
+            return {"total": zero, "bce": zero.detach()}
         target = masks_at(batch["masks"].to(logits.device), tuple(logits.shape[-2:]))[annotated]
         pred = logits[annotated]
         terms = {"bce": F.binary_cross_entropy_with_logits(pred, target)}
         if self.loss_weights["iou"]:
             terms["iou"] = soft_iou_loss(pred, target)
-        terms["total"] = sum(self.loss_weights[k] * v for k, v in terms.items())
-        return terms
-
-    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
-        return self.loss_terms(logits, batch)["total"]
+        total = sum(self.loss_weights[k] * v for k, v in terms.items())
+        return {"total": total, **{k: v.detach() for k, v in terms.items()}}
 
     # ---- pieces ------------------------------------------------------------------------------
     def audio_features(self, batch: dict, b: int, t: int) -> torch.Tensor:
