@@ -28,44 +28,56 @@ def _frames(batch: dict, what: str) -> torch.Tensor:
     return batch["frames"]
 
 
-class SAMBackbone(nn.Module):
-    """SAM ViT image encoder (frozen) + mask decoder; image embeddings from a ``sam_image`` cache
-    or computed from frames (always from frames when block prompts are given)."""
+class _Backbone(nn.Module):
+    """What both backbones share: a frozen wrapper ``self.sam``, an optional image cache, and the
+    encoder run on frames (without gradients unless block prompts need them)."""
 
-    kind = "sam"
-
-    def __init__(self, cfg: dict, image_size: int, cache: str | None) -> None:
-        super().__init__()
-        from avsbench_kit.models.sam1 import SAM1Wrapper
-
-        self.sam = SAM1Wrapper(cfg["variant"], cfg.get("checkpoint"), image_size, size=cfg["size"],
-                               init_seed=int(cfg.get("init_seed", 0)))
-        self.cache, self.init_seed = cache, int(cfg.get("init_seed", 0))
-        self.block_dims = list(self.sam.block_dims)
+    kind = ""
+    cache: str | None = None
 
     @property
     def checkpoint(self) -> str | None:
         return self.sam.checkpoint
 
     def describe(self) -> dict:
-        return {"sam": self.sam.describe()}
+        return {self.kind: self.sam.describe()}
 
     def needs_frames(self, prompted: bool) -> bool:
         return prompted or not self.cache
-
-    def feature_requests(self) -> list:
-        if not self.cache:
-            return []
-        s = self.sam
-        out = [f"variant={s.variant}", f"size={s.size}", f"image_size={s.image_size}"]
-        out.append(f"weights={s.checkpoint}" if s.checkpoint else f"seed={self.init_seed}")
-        return [feature_request(self.cache, out)]
 
     def pe_matrix(self) -> torch.Tensor:
         return self.sam.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
 
     def decoder_modules(self) -> list[nn.Module]:
         return [self.sam.mask_decoder]
+
+    def _on_frames(self, batch: dict, prompts: Sequence[torch.Tensor] | None) -> tuple[Any, int, int]:
+        """The wrapper's features of all B·T frames, and (B, T)."""
+        frames = _frames(batch, f"the {self.cache!r} cache" if self.cache else "raw frames")
+        b, t = frames.shape[:2]
+        images = self.sam.preprocess(frames.flatten(0, 1))
+        if prompts is not None:
+            return self.sam.features(images, prompts), b, t
+        with torch.no_grad():
+            return self.sam.features(images), b, t
+
+
+class SAMBackbone(_Backbone):
+    """SAM ViT image encoder (frozen) + mask decoder; embeddings computed from frames (a SAM image
+    cache does not exist yet: at CPU sizes the encoder is cheap, see docs/baselines.md)."""
+
+    kind = "sam"
+
+    def __init__(self, cfg: dict, image_size: int) -> None:
+        super().__init__()
+        from avsbench_kit.models.sam1 import SAM1Wrapper
+
+        self.sam = SAM1Wrapper(cfg["variant"], cfg.get("checkpoint"), image_size, size=cfg["size"],
+                               init_seed=int(cfg.get("init_seed", 0)))
+        self.block_dims = list(self.sam.block_dims)
+
+    def feature_requests(self) -> list:
+        return []
 
     def unreachable_decoder_modules(self) -> list[nn.Module]:
         """Decoder parts no loss on the multimask logits reaches: the IoU head and the single-mask
@@ -75,16 +87,7 @@ class SAMBackbone(nn.Module):
 
     def encode(self, batch: dict, prompts: Sequence[torch.Tensor] | None) -> tuple[torch.Tensor, Any]:
         """[B,T,256,h,w] image embeddings (no extras for SAM)."""
-        if prompts is None and self.cache and self.cache in batch.get("features", {}):
-            return batch["features"][self.cache].float(), None
-        frames = _frames(batch, f"the {self.cache!r} cache" if self.cache else "raw frames")
-        b, t = frames.shape[:2]
-        images = self.sam.preprocess(frames.flatten(0, 1))
-        if prompts is None:
-            with torch.no_grad():
-                emb = self.sam.features(images)
-        else:
-            emb = self.sam.features(images, prompts)
+        emb, b, t = self._on_frames(batch, prompts)
         return emb.unflatten(0, (b, t)), None
 
     def decode(self, embed: torch.Tensor, extras: Any, rows: torch.Tensor, cols: torch.Tensor,
@@ -93,7 +96,7 @@ class SAMBackbone(nn.Module):
         return self.sam.decode(embed[rows, cols], sparse, dense, image_pe=pe, multimask=True)
 
 
-class SAM2Backbone(nn.Module):
+class SAM2Backbone(_Backbone):
     """SAM2 Hiera image encoder (frozen) + mask decoder; features from a ``sam2_image`` cache or
     from frames. The decoder's image embedding gets ``no_mem_embed`` as SAM2 does on an un-tracked
     frame; the fusion sees the raw stride-16 level."""
@@ -113,16 +116,6 @@ class SAM2Backbone(nn.Module):
         self.cache_overrides = list(cache_overrides or ())
         self.block_dims = list(self.sam.block_dims)
 
-    @property
-    def checkpoint(self) -> str | None:
-        return self.sam.checkpoint
-
-    def describe(self) -> dict:
-        return {"sam2": self.sam.describe()}
-
-    def needs_frames(self, prompted: bool) -> bool:
-        return prompted or not self.cache
-
     def cache_projected(self) -> bool:
         """Whether cached high-res levels already went through conv_s0/conv_s1 (then frozen)."""
         return bool(self.cache) and "fpn0" not in self.levels
@@ -141,12 +134,6 @@ class SAM2Backbone(nn.Module):
             out.append("levels=[" + ",".join(self.levels) + "]")
         return [feature_request(self.cache, tuple(out) + tuple(self.cache_overrides))]
 
-    def pe_matrix(self) -> torch.Tensor:
-        return self.sam.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
-
-    def decoder_modules(self) -> list[nn.Module]:
-        return [self.sam.mask_decoder]
-
     def unreachable_decoder_modules(self) -> list[nn.Module]:
         """As for SAM, plus the object-score head (its score is not used) and, with a cache of
         ``forward_image`` levels, conv_s0/conv_s1 (applied when the cache was made)."""
@@ -162,14 +149,7 @@ class SAM2Backbone(nn.Module):
             b, t = next(iter(levels.values())).shape[:2]
             feats = self.sam.from_cache({k: v.flatten(0, 1) for k, v in levels.items()})
         else:
-            frames = _frames(batch, f"the {self.cache!r} cache" if self.cache else "raw frames")
-            b, t = frames.shape[:2]
-            images = self.sam.preprocess(frames.flatten(0, 1))
-            if prompts is None:
-                with torch.no_grad():
-                    feats = self.sam.features(images)
-            else:
-                feats = self.sam.features(images, prompts)
+            feats, b, t = self._on_frames(batch, prompts)
         return feats.levels[2].unflatten(0, (b, t)), (feats, t)
 
     def decode(self, embed: torch.Tensor, extras: Any, rows: torch.Tensor, cols: torch.Tensor,

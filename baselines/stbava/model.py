@@ -130,7 +130,7 @@ class STBAVAModel(Baseline):
         self.backbone_kind = choice(cfg, "backbone", BACKBONES)
         self.inactive("sam2" if self.backbone_kind == "sam" else "sam")
         if self.backbone_kind == "sam":
-            self.inactive("features.image_levels")
+            self.inactive("features.image_levels", "features.image_overrides")
         self.audio_on = self.inputs["audio"]
         self.adapters_on = switch(cfg, "adapters") and self.audio_on
         if not self.adapters_on:
@@ -191,7 +191,11 @@ class STBAVAModel(Baseline):
 
         cache = None if self.adapters_on else feats.get("image")
         if self.backbone_kind == "sam":
-            return SAMBackbone(cfg["sam"], image_size, cache)
+            if cache:
+                raise ConfigError(f"features.image={cache!r}: there is no SAM (v1) image cache encoder",
+                                  hint="leave features.image empty with backbone=sam (the encoder runs on "
+                                       "frames); sam2_image serves backbone=sam2")
+            return SAMBackbone(cfg["sam"], image_size)
         return SAM2Backbone(cfg["sam2"], image_size, cache, feats.get("image_levels"),
                             feats.get("image_overrides") or ())
 
