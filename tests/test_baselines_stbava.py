@@ -261,3 +261,19 @@ def test_layers_per_task_follow_the_paper() -> None:
     assert STBAVAModel.from_config({**cfg, "task": "ms3"}).layers == 7
     with pytest.raises(ConfigError, match="no entry for task"):
         STBAVAModel.from_config({**cfg, "task": "refavs"})
+
+
+def test_then_chains_stages_with_the_same_overrides(monkeypatch) -> None:
+    from avsbench_kit.runs.run import RunRequest, stage_requests
+
+    req = RunRequest.parse(["baseline=stbava", "dataset=synth-ms3", "then=cpu-small-stage2", "seed=1"])
+    (stage,) = stage_requests(req)
+    assert (stage.config, stage.overrides, stage.then, stage.init_from) == \
+        ("cpu-small-stage2", ["seed=1"], "", "")
+    with pytest.raises(ConfigError, match="no config"):
+        stage_requests(RunRequest.parse(["baseline=stbava", "then=cpu-small-stage3"]))
+    with pytest.raises(ConfigError, match="needs pretrained weights"):  # checked before stage 1 runs
+        stage_requests(RunRequest.parse(["baseline=stbava", "then=paper-stage2"]))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="torchrun"):
+        stage_requests(req)
