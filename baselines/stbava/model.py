@@ -189,7 +189,8 @@ class STBAVAModel(Baseline):
     def _build_backbone(self, cfg: dict, image_size: int, feats: dict) -> nn.Module:
         from baselines.stbava.backbones import SAM2Backbone, SAMBackbone
 
-        cache = None if self.adapters_on else feats.get("image")
+        image = feats.get("image")  # read in both stages: one command line serves both (then=)
+        cache = None if self.adapters_on else image  # adapters: the encoder must run on frames
         if self.backbone_kind == "sam":
             if cache:
                 raise ConfigError(f"features.image={cache!r}: there is no SAM (v1) image cache encoder",
