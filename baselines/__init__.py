@@ -15,6 +15,8 @@ _AV2T_PAPER = "AV2T-SAM: Audio Visual Segmentation Through Text Embeddings (K. L
 _AV2T_TINY = ("image_size=64", "output_size=32", "text_encoder.kind=transformer",
               "text_encoder.transformer.hidden=32", "text_encoder.transformer.layers=1",
               "text_encoder.transformer.heads=2", "fused_dim=32")
+_STBAVA_PAPER = ("ST-BAVA: Extending Segment Anything Model into Auditory and Temporal Dimensions for "
+                 "Audio-Visual Segmentation (Seon et al., ICIP 2024; code Sunjuhyeong/SAM_STBAVA)")
 _REFERENCE = ("s4", "ms3", "refavs", "avss")
 
 
@@ -29,6 +31,12 @@ def register(registry) -> None:
         paper=_AV2T_PAPER + " — vision-only ablation (Tab. 2)", presets=("cpu-small", "paper"), config_dir="av2t",
         preset_overrides=("prompt_feature=clip",), tiny=_AV2T_TINY,
         description="AV2T-SAM prompted by CLIP image features only: no audio at all"))
+    registry.add_spec(BaselineSpec(
+        name="stbava", target="baselines.stbava.model:STBAVAModel", tasks=("s4", "ms3"),
+        modalities=("audio", "image"), paper=_STBAVA_PAPER,
+        presets=("cpu-small", "cpu-small-stage2", "paper-stage1", "paper-stage2"), config_dir="stbava",
+        tiny=("image_size=32", "output_size=32", "layers=1"),
+        description="SAM ViT (or SAM2) + spatio-temporal bidirectional audio-visual attention, two stages"))
     for kind, what in (("empty", "background everywhere"), ("full", "foreground everywhere"),
                        ("gt", "the ground truth itself (an oracle that checks the scoring path)")):
         registry.add_spec(BaselineSpec(
