@@ -12,6 +12,8 @@ that define the entry, applied and enforced by :func:`baselines.configs.load_con
 from __future__ import annotations
 
 _AV2T_PAPER = "AV2T-SAM: Audio Visual Segmentation Through Text Embeddings (K. Lee et al.; code bok-bok/AV2T-SAM)"
+_SAM2LOVE_PAPER = ("SAM2-LOVE: Segment Anything Model 2 in Language-aided Audio-Visual Scenes (CVPR 2025; "
+                   "no code released — re-implementation)")
 
 
 def register(registry) -> None:
@@ -24,3 +26,6 @@ def register(registry) -> None:
                  configs=("cpu-small", "paper"), config_dir="av2t",
                  preset_overrides=("prompt_feature=clip",),
                  description="AV2T-SAM prompted by CLIP image features only: no audio at all")
+    registry.add("sam2love", "baselines.sam2love.model:SAM2LOVE", task="refavs", paper=_SAM2LOVE_PAPER,
+                 configs=("cpu-small", "paper"), config_dir="sam2love", preset_overrides=(),
+                 description="fused audio/text/vision [seg] token prompts SAM2 frame 0; memory propagates")

@@ -430,7 +430,8 @@ class SAM2Wrapper(nn.Module):
 
     def propagate(self, frames: Sequence[ImageFeatures], prompts: Mapping[int, torch.Tensor], *,
                   cond_frames: Sequence[int] | None = None, multimask: bool = True,
-                  output_size: int | tuple[int, int] | None = None) -> torch.Tensor:
+                  output_size: int | tuple[int, int] | None = None, object_score: bool = True,
+                  pad_point: bool = True) -> torch.Tensor:
         """Track over T frames with SAM2's memory attention + memory encoder.
 
         ``frames[t]`` holds the features of frame t for a batch of B clips; ``prompts[t]``
@@ -438,6 +439,8 @@ class SAM2Wrapper(nn.Module):
         frames get SAM2's empty padding point). Conditioning frames (default: the prompted ones,
         else frame 0) are decoded first, then the others in index order, each attending to the
         memories of the frames done before it. Returns mask logits [B,T,H,W].
+        ``object_score=False`` keeps the masks of "no object" frames (training needs their
+        gradients); ``pad_point=False`` gives un-prompted frames no point at all.
         """
         m = self.model
         t_total = len(frames)
@@ -459,11 +462,11 @@ class SAM2Wrapper(nn.Module):
             _, high_res = self.decoder_inputs(feats, add_no_mem_embed=False)
             extra = prompts.get(t)
             points = None
-            if extra is None:  # SAM2's empty prompt: one padding point
+            if extra is None and pad_point:  # SAM2's empty prompt: one padding point
                 points = (torch.zeros(b, 1, 2, device=top.device),
                           -torch.ones(b, 1, dtype=torch.int32, device=top.device))
             out = self.decode_embeddings(pix, high_res, extra, points=points, multimask=multimask,
-                                         output_size=output_size, apply_object_score=True)
+                                         output_size=output_size, apply_object_score=object_score)
             hi = F.interpolate(out.low_res_masks, size=(self.image_size, self.image_size),
                                mode="bilinear", align_corners=False)
             maskmem, maskmem_pos = m._encode_new_memory(

@@ -1,0 +1,281 @@
+"""SAM2-LOVE (CVPR 2025): a fused tri-modal ``[seg]`` token prompts frame 0 of SAM2, whose memory
+propagates the target to the rest of the clip. First public implementation (the authors released
+no code); every choice the paper leaves open is a config key (docs/baselines.md).
+
+Pipeline per clip: frozen encoders (caches) -> Linear–ReLU–Linear projections -> fusion Transformer
+over ``[seg];audio;[aud];text;[vis];vision_i(;[his])`` frame by frame with token propagation and
+accumulation (:mod:`baselines.sam2love.fusion`) -> Linear–ReLU–Linear to SAM2's prompt width -> an
+extra sparse token on frame 0 (dense = ``no_mask_embed``, no padding point) -> SAM2 memory
+attention/encoder over frames 1..T-1 at inference. Training (paper): BCE + Dice on frame 0 only
+(``train_frames=1``); ``train_frames=n`` propagates through frames 0..n-1 with gradients.
+
+Trainable: fusion Transformer, tokens, projections, SAM2 prompt encoder and mask decoder (and, with
+``sam2.train_memory``, memory attention/encoder: a CPU-only deviation for random SAM2 weights).
+Frozen: the encoders (caches), the SAM2 image encoder and (paper) the memory modules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avsbench_kit.errors import ConfigError, DataError
+from baselines.base import Baseline, check_batch, feature_request, masks_at
+from baselines.common.sam2_wrapper import ImageFeatures, SAM2Wrapper, check_image_size, sam2_config_path
+from baselines.sam2love.fusion import (AUDIO_TOKENS, HIS_SOURCES, INDICATORS, POSITIONALS,
+                                       FusionConfig, FusionTransformer, projection)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - (2Σσg + eps) / (Σσ + Σg + eps) per frame, averaged ([N,H,W] inputs). ``eps`` = 1 keeps
+    empty targets (null expressions, absent objects) well defined: predicting nothing scores 0."""
+    prob = torch.sigmoid(logits).flatten(1)
+    target = target.flatten(1)
+    inter = (prob * target).sum(1)
+    return (1.0 - (2 * inter + eps) / (prob.sum(1) + target.sum(1) + eps)).mean()
+
+
+def _choice(value: Any, key: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        from avsbench_kit.registry import did_you_mean
+
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}",
+                          hint=did_you_mean(str(value), list(choices)))
+    return value
+
+
+def _positive(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key}={value!r} must be a positive integer", hint=f"e.g. {key}=1")
+    return value
+
+
+def _switch(cfg: dict, key: str) -> bool:
+    """``audio`` / ``text`` modality switch: true/on (default) or false/off."""
+    value = cfg.get(key, True)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} must be on or off", hint=f"{key}=off drops that modality")
+    return value
+
+
+def fusion_config(cfg: dict) -> FusionConfig:
+    """Validated :class:`FusionConfig` from the ``fusion`` section."""
+    f = cfg["fusion"]
+    out = FusionConfig(
+        layers=_positive(f["layers"], "fusion.layers"), width=_positive(f["width"], "fusion.width"),
+        heads=_positive(f["heads"], "fusion.heads"), ffn=_positive(f["ffn"], "fusion.ffn"),
+        dropout=float(f["dropout"]),
+        positional=_choice(f["positional"], "fusion.positional", POSITIONALS),
+        max_positions=_positive(f["max_positions"], "fusion.max_positions"),
+        indicators=_choice(f["indicators"], "fusion.indicators", INDICATORS),
+        seg_tokens=_positive(f["seg_tokens"], "fusion.seg_tokens"),
+        propagation=bool(f["propagation"]), accumulation=bool(f["accumulation"]),
+        his_source=_choice(f["his_source"], "fusion.his_source", HIS_SOURCES),
+        his_includes_current=bool(f["his_includes_current"]),
+        audio_tokens=_choice(f["audio_tokens"], "fusion.audio_tokens", AUDIO_TOKENS))
+    if out.width % out.heads:
+        raise ConfigError(f"fusion.width={out.width} is not divisible by fusion.heads={out.heads}",
+                          hint="pick heads dividing the width, e.g. width=256 heads=8")
+    return out
+
+
+def encoder_width(name: str, overrides: tuple[str, ...], key: str) -> int:
+    """Last-axis width of an encoder's primary output, read from its preset (no weights loaded)."""
+    from avsbench_kit.features.base import build_encoder
+
+    spec = build_encoder(name, tuple(overrides)).output_spec()
+    primary = [s for s in spec.values() if s.role == "primary"] or list(spec.values())
+    dim = primary[0].shape[-1] if primary else None
+    if not isinstance(dim, int):
+        raise ConfigError(f"cannot tell the width of {name!r} features from its preset",
+                          hint=f"set dims.{key}=<width> (e.g. 768 for ViT-B/16 / DistilRoBERTa)")
+    return dim
+
+
+class SAM2LOVE(Baseline):
+    """SAM2-LOVE on the shared SAM2 wrapper; see the module docstring."""
+
+    name = "sam2love"
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__(cfg)
+        self.use_audio, self.use_text = _switch(cfg, "audio"), _switch(cfg, "text")
+        self.fcfg = fusion_config(cfg)
+        self.train_frames = _positive(cfg["train_frames"], "train_frames")
+        self.train_nulls = bool(cfg["train_nulls"])
+        self.multimask = bool(cfg["multimask"])
+        sam_cfg, feats = cfg["sam2"], cfg["features"]
+        self.object_score = bool(sam_cfg["object_score"])
+        self.train_memory = bool(sam_cfg["train_memory"])
+        self.loss_weights = {k: float(cfg["loss"][f"{k}_weight"]) for k in ("bce", "dice")}
+        self.image_size = check_image_size(cfg["image_size"])
+        self.needs_frames = not feats.get("sam2")
+        self.names = {"audio": feats["audio"] if self.use_audio else None,
+                      "text": feats["text"] if self.use_text else None,
+                      "image": feats["image"], "sam2": feats.get("sam2")}
+        missing = self.missing_weights()
+        if missing:
+            raise ConfigError("sam2love needs pretrained weights it was not given: " + "; ".join(missing),
+                              hint="pass them as in the preset's header (configs/paper.yaml), or "
+                                   "require_weights=false to run on random weights")
+        dims = {k: self._dim(k) if self.names[k] else 0 for k in ("audio", "text", "image")}
+        self.dims = dims
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(cfg.get("seed", 0)))  # the new modules are a function of the config
+            self.sam = SAM2Wrapper(sam_cfg["config"], sam_cfg.get("checkpoint"), self.image_size,
+                                   init_seed=int(sam_cfg["init_seed"]),
+                                   round_features=sam_cfg.get("round_features"),
+                                   require_checkpoint=bool(sam_cfg["require_checkpoint"]))
+            self.fusion = FusionTransformer(self.fcfg, dims["audio"], dims["text"], dims["image"])
+            self.prompt_proj = projection(self.fcfg.width, self.sam.hidden_dim)
+        for module in (self.sam.mask_decoder, self.sam.prompt_encoder):
+            for p in module.parameters():
+                p.requires_grad_(True)
+        if self.train_memory:
+            for name in ("memory_attention", "memory_encoder"):
+                for p in getattr(self.sam.model, name).parameters():
+                    p.requires_grad_(True)
+        if self.cached_levels_projected():  # conv_s0/conv_s1 were applied when the cache was made
+            for conv in (self.sam.mask_decoder.conv_s0, self.sam.mask_decoder.conv_s1):
+                for p in conv.parameters():
+                    p.requires_grad_(False)
+
+    def _dim(self, kind: str) -> int:
+        value = self.cfg["dims"][kind]
+        if value is None:
+            feats = self.cfg["features"]
+            return encoder_width(feats[kind], tuple(feats.get(f"{kind}_overrides") or ()), kind)
+        return _positive(value, f"dims.{kind}")
+
+    def cached_levels_projected(self) -> bool:
+        levels = self.cfg["features"].get("sam2_levels") or ()
+        return bool(self.names["sam2"]) and "fpn0" not in levels
+
+    # ---- contract ----------------------------------------------------------------------------
+    def feature_requests(self) -> list:
+        feats = self.cfg["features"]
+        out = [feature_request(self.names[k], feats.get(f"{k}_overrides") or ())
+               for k in ("audio", "text", "image") if self.names[k]]
+        if self.names["sam2"]:
+            out.append(feature_request(self.names["sam2"], self.sam2_overrides()))
+        return out
+
+    def sam2_overrides(self) -> tuple[str, ...]:
+        """``sam2_image`` cache overrides: the same SAM2 (config, weights or init seed) and size."""
+        sam_cfg, feats = self.cfg["sam2"], self.cfg["features"]
+        out = [f"model_config={sam2_config_path(sam_cfg['config'])}",
+               f"image_size={self.image_size}", f"seed={int(sam_cfg['init_seed'])}"]
+        if sam_cfg.get("checkpoint"):
+            out.append(f"weights={sam_cfg['checkpoint']}")
+        if feats.get("sam2_levels"):
+            out.append("levels=[" + ",".join(feats["sam2_levels"]) + "]")
+        return tuple(out) + tuple(feats.get("sam2_overrides") or ())
+
+    def missing_weights(self) -> list[str]:
+        """Pretrained parts a ``require_weights`` preset needs but was not given (read from the
+        config only, so it can run before anything heavy is built)."""
+        if not self.cfg.get("require_weights"):
+            return []
+        feats, missing = self.cfg["features"], []
+        if not self.cfg["sam2"].get("checkpoint"):
+            missing.append(f"sam2.checkpoint ({self.cfg['sam2']['config']} .pt)")
+        for kind in ("audio", "text", "image"):
+            if self.names[kind] and not any(str(o).startswith("weights=") and str(o) != "weights="
+                                            for o in feats.get(f"{kind}_overrides") or ()):
+                missing.append(f"features.{kind}_overrides weights= ({feats[kind]})")
+        return missing
+
+    def train(self, mode: bool = True) -> "SAM2LOVE":
+        super().train(mode)
+        self.sam.image_encoder.eval()  # frozen parts never switch to training behaviour
+        return self
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Mask logits [B,T,H,W]: frame 0 from the ``[seg]`` prompt, frames 1.. from SAM2 memory
+        (training: only the first ``train_frames`` frames are run; the others stay 0)."""
+        prompt = self.prompt(batch)
+        b, t = batch["annotated"].shape
+        n = min(self.train_frames, t) if self.training else t
+        frames = self.image_features(batch, n)
+        h, w = self.output_size
+        masks = self.sam.propagate(frames, {0: prompt}, multimask=self.multimask, output_size=(h, w),
+                                   object_score=self.object_score and not self.training,
+                                   pad_point=True)
+        if n < t:
+            masks = torch.cat([masks, masks.new_zeros(b, t - n, h, w)], 1)
+        return masks
+
+    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        """BCE + Dice (paper: λ = 1, 1) on the annotated frames among the first ``train_frames``."""
+        return self.loss_terms(logits, batch)["total"]
+
+    def loss_terms(self, logits: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        keep = batch["annotated"].bool().clone()
+        keep[:, self.train_frames:] = False
+        if not self.train_nulls:
+            keep &= ~self.null_rows(batch)[:, None].to(keep.device)
+        if not keep.any():  # nothing to learn from; keep backward() valid
+            zero = logits.sum() * 0.0
+            return {"total": zero, "bce": zero.detach(), "dice": zero.detach()}
+        target = masks_at(batch["masks"].to(logits.device), tuple(logits.shape[-2:]))
+        x, y = logits[keep], target[keep]
+        bce, dice = F.binary_cross_entropy_with_logits(x, y), dice_loss(x, y)
+        total = self.loss_weights["bce"] * bce + self.loss_weights["dice"] * dice
+        return {"total": total, "bce": bce.detach(), "dice": dice.detach()}
+
+    @staticmethod
+    def null_rows(batch: dict) -> torch.Tensor:
+        """Null expressions [B]: ``is_null`` when the reader gives it, else an all-empty GT."""
+        if "is_null" in batch:
+            return torch.as_tensor(batch["is_null"]).bool()
+        return batch["masks"].flatten(1).amax(1) <= 0
+
+    # ---- pieces ------------------------------------------------------------------------------
+    def prompt(self, batch: dict) -> torch.Tensor:
+        """The fused ``[seg]`` token(s) of every clip, in SAM2's prompt space: [B,K,256]."""
+        seg, _ = self.fuse(batch)
+        return self.prompt_proj(seg)
+
+    def fuse(self, batch: dict) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        check_batch(batch, [n for n in (self.names["audio"], self.names["text"], self.names["image"]) if n])
+        feats = batch["features"]
+        vision = feats[self.names["image"]]
+        if vision.dim() == 3:  # one global vector per frame (rgb_hist, CLIP): it is the CLS token
+            vision = vision.unsqueeze(2)
+        self._check(vision, 4, "image")
+        audio = text = mask = None
+        if self.use_audio:
+            audio = feats[self.names["audio"]]
+            if audio.dim() == 4:
+                raise DataError(f"feature {self.names['audio']!r} is per channel {tuple(audio.shape)}; "
+                                "SAM2-LOVE uses mono audio",
+                                hint=f"extract {self.names['audio']} with channels=mono")
+            self._check(audio, 3, "audio")
+        if self.use_text:
+            text = feats[self.names["text"]]
+            self._check(text, 3, "text")
+            mask = feats.get(f"{self.names['text']}_mask")
+        return self.fusion(vision, audio, text, mask)
+
+    def _check(self, x: torch.Tensor, ndim: int, kind: str) -> None:
+        if x.dim() != ndim or x.shape[-1] != self.dims[kind]:
+            raise ConfigError(f"feature {self.names[kind]!r} has shape {tuple(x.shape)}, expected "
+                              f"{ndim} axes ending in {self.dims[kind]}",
+                              hint=f"set dims.{kind}={x.shape[-1]} to match the {self.names[kind]} cache")
+
+    def image_features(self, batch: dict, n: int) -> list[ImageFeatures]:
+        """SAM2 features of frames 0..n-1 (one :class:`ImageFeatures` of B clips per frame)."""
+        name = self.names["sam2"]
+        if name and name in batch.get("features", {}):
+            levels = batch["features"][name]
+            return [self.sam.from_cache({k: v[:, t] for k, v in levels.items()}) for t in range(n)]
+        if "frames" not in batch:
+            need = f"the {name!r} cache" if name else "raw frames"
+            raise DataError(f"batch {batch.get('key', [])[:2]}... has neither {need} nor frames",
+                            hint="build batches with the baseline's feature_requests() and "
+                                 "with_frames=baseline.needs_frames")
+        with torch.no_grad():
+            return [self.sam.features(self.sam.preprocess(batch["frames"][:, t])) for t in range(n)]
