@@ -221,3 +221,16 @@ def test_bad_config_and_missing_weights_fail_in_one_line() -> None:
     assert m.missing_weights() == ["sam2.checkpoint (sam2.1_hiera_t .pt)",
                                    "features.text_overrides weights= (distilroberta)",
                                    "features.image_overrides weights= (vit)"]
+
+
+def test_synth_expression_kind_is_recovered_from_the_text() -> None:
+    """The per-kind J breakdown in docs/baselines.md reads the kind back from the expression."""
+    from avsbench_kit.data.synth_scenes import _TEMPLATES, expression_kind
+    from avsbench_kit.data.synth_world import CLASSES
+
+    for kind, templates in _TEMPLATES.items():
+        for template in templates:
+            for c in CLASSES:
+                text = template.format(colour=c.colour, shape=c.shape, sound=c.sound_text)
+                assert expression_kind(text) == kind, text
+    assert expression_kind("the dog on the left") is None
