@@ -26,8 +26,8 @@ from baselines.av2t.heads import (FEATURE_NORMS, PROMPT_FEATURES, AdapterGenerat
 from baselines.av2t.text_prompt import build_text_encoder
 from baselines.base import Baseline, check_batch, feature_request, masks_at
 from baselines.common.losses import bce_iou_loss
-from baselines.common.sam2_wrapper import (ImageFeatures, SAM2Wrapper, check_image_size,
-                                           sam2_config_path)
+from baselines.common.sam2_cache import sam2_cache_overrides
+from baselines.common.sam2_wrapper import ImageFeatures, SAM2Wrapper, check_image_size
 
 
 def _choice(cfg: dict, key: str, choices: tuple[str, ...]) -> str:
@@ -126,16 +126,8 @@ class AV2TSAM(Baseline):
         return out
 
     def sam2_overrides(self) -> tuple[str, ...]:
-        """The ``sam2_image`` cache must come from the same SAM2 (config, weights or random-init
-        seed) at the same image size as this model."""
-        sam_cfg, feats = self.cfg["sam2"], self.cfg["features"]
-        out = [f"model_config={sam2_config_path(sam_cfg['config'])}",
-               f"image_size={self.cfg['image_size']}", f"seed={int(sam_cfg.get('init_seed', 0))}"]
-        if sam_cfg.get("checkpoint"):
-            out.append(f"weights={sam_cfg['checkpoint']}")
-        if feats.get("sam2_levels"):
-            out.append("levels=[" + ",".join(feats["sam2_levels"]) + "]")
-        return tuple(out) + tuple(feats.get("sam2_overrides") or ())
+        """The ``sam2_image`` cache must come from the same SAM2 as this model."""
+        return sam2_cache_overrides(self.cfg)
 
     def train(self, mode: bool = True) -> "AV2TSAM":
         super().train(mode)

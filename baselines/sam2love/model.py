@@ -24,7 +24,8 @@ from torch import nn
 
 from avsbench_kit.errors import ConfigError, DataError
 from baselines.base import Baseline, check_batch, feature_request, masks_at
-from baselines.common.sam2_wrapper import ImageFeatures, SAM2Wrapper, check_image_size, sam2_config_path
+from baselines.common.sam2_cache import sam2_cache_overrides
+from baselines.common.sam2_wrapper import ImageFeatures, SAM2Wrapper, check_image_size
 from baselines.sam2love.fusion import (AUDIO_TOKENS, HIS_SOURCES, INDICATORS, POSITIONALS,
                                        FusionConfig, FusionTransformer, projection)
 
@@ -165,14 +166,7 @@ class SAM2LOVE(Baseline):
 
     def sam2_overrides(self) -> tuple[str, ...]:
         """``sam2_image`` cache overrides: the same SAM2 (config, weights or init seed) and size."""
-        sam_cfg, feats = self.cfg["sam2"], self.cfg["features"]
-        out = [f"model_config={sam2_config_path(sam_cfg['config'])}",
-               f"image_size={self.image_size}", f"seed={int(sam_cfg['init_seed'])}"]
-        if sam_cfg.get("checkpoint"):
-            out.append(f"weights={sam_cfg['checkpoint']}")
-        if feats.get("sam2_levels"):
-            out.append("levels=[" + ",".join(feats["sam2_levels"]) + "]")
-        return tuple(out) + tuple(feats.get("sam2_overrides") or ())
+        return sam2_cache_overrides(self.cfg)
 
     def missing_weights(self) -> list[str]:
         """Pretrained parts a ``require_weights`` preset needs but was not given (read from the
