@@ -6,22 +6,21 @@ import pytest
 import torch
 
 from avsbench_kit.errors import ConfigError, DataError
-from baselines.configs import load_config
+from baselines.conformance import build as build_run
 from baselines.sam2love.fusion import FusionConfig, FusionTransformer
 from baselines.sam2love.model import SAM2LOVE, dice_loss
 
 B, T, A_DIM, L, TXT_DIM, N, V_DIM = 2, 4, 16, 6, 24, 5, 20
 # the paper's encoders at toy widths (cpu-small's defaults are the CPU stand-ins)
 SMALL = ["features.audio=vggish", "features.text=distilroberta", "features.image=vit",
-         "features.text_overrides=[]", "image_size=64", "output_size=32", "fusion.layers=1",
-         "fusion.width=32", "fusion.heads=2", "fusion.ffn=64", f"dims.audio={A_DIM}",
-         f"dims.text={TXT_DIM}", f"dims.image={V_DIM}"]
+         "features.text_overrides=[]", f"dims.audio={A_DIM}", f"dims.text={TXT_DIM}", f"dims.image={V_DIM}"]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def build(*overrides: str) -> SAM2LOVE:
-    return SAM2LOVE.from_config(load_config("sam2love", "cpu-small", SMALL + list(overrides)))
+    """cpu-small with the registry's tiny overrides (64 px, 1 x 32 fusion), built as a run builds it."""
+    return build_run("sam2love", "refavs", *SMALL, *overrides)
 
 
 @pytest.fixture(scope="module")
@@ -56,23 +55,23 @@ def edit(batch: dict, name: str, fn) -> dict:
 
 def test_shapes_loss_and_trainable_split(model: SAM2LOVE, batch: dict) -> None:
     with torch.no_grad():
-        logits = model(batch)
+        logits = model(batch).logits
     assert logits.shape == (B, T, 32, 32) and torch.isfinite(logits).all()
     assert model.prompt(batch).shape == (B, 1, 256)
     m = build("train_frames=1")
     m.train()
     out = m(batch)
-    assert (out[:, 1:] == 0).all() and (out[:, 0] != 0).any()  # paper: only frame 0 while training
-    terms = m.loss_terms(out, batch)
+    assert (out.logits[:, 1:] == 0).all() and (out.logits[:, 0] != 0).any()  # paper: frame 0 only
+    terms = m.loss(out, batch)
     assert set(terms) == {"total", "bce", "dice"} and terms["total"].requires_grad
     terms["total"].backward()
     trainable = {n for n, p in m.named_parameters() if p.requires_grad}
-    assert any(n.startswith("fusion.") for n in trainable) and "fusion.seg" in trainable
+    assert any(n.startswith("fusion.") for n in trainable) and "fusion.seg_token" in trainable
     assert any(".sam_mask_decoder." in n for n in trainable)
     assert any(".sam_prompt_encoder." in n for n in trainable)
     assert not any(".image_encoder." in n for n in trainable)
     with_grad = {n for n, p in m.named_parameters() if p.grad is not None}
-    assert with_grad <= trainable and "fusion.seg" in with_grad
+    assert with_grad <= trainable and "fusion.seg_token" in with_grad
     paper_like = build("sam2.train_memory=false")
     assert not any(p.requires_grad for n, p in paper_like.named_parameters()
                    if ".memory_attention." in n or ".memory_encoder." in n)
@@ -110,7 +109,7 @@ def test_token_propagation_carries_the_token_from_frame_to_frame() -> None:
         _, o2 = indep(changed, audio)
         assert torch.equal(o1[2], o2[2]) and not torch.equal(o1[0], o2[0])
         # the input [seg] of frame 1 is frame 0's output: replaying frame 1 alone from it agrees
-        prop.seg.data = outs[0][0].clone()
+        prop.seg_token.data = outs[0][0].clone()
         _, replay = prop(vision[:, 1:2], audio)
         assert torch.allclose(replay[0], outs[1], atol=1e-5)
 
@@ -146,14 +145,14 @@ def test_seg_token_count_gives_k_prompt_tokens(batch: dict) -> None:
     m = build("fusion.seg_tokens=4").eval()
     with torch.no_grad():
         assert m.prompt(batch).shape == (B, 4, 256)
-        assert m(batch).shape == (B, T, 32, 32)
+        assert m(batch).logits.shape == (B, T, 32, 32)
 
 
 def test_inference_propagates_sam2_memory_from_frame_0(model: SAM2LOVE, batch: dict) -> None:
     """Frame k>0 has no [seg] prompt: it depends on frame 0's prompt through SAM2's memory, and on
     the frames in between (their memories), not only on its own image."""
     with torch.no_grad():
-        base = model(batch)
+        base = model(batch).logits
         frames = model.image_features(batch, T)
         prompt = model.prompt(batch)
         h, w = model.output_size
@@ -168,26 +167,32 @@ def test_inference_propagates_sam2_memory_from_frame_0(model: SAM2LOVE, batch: d
         cache = {n: v.clone() for n, v in batch["features"]["sam2_image"].items()}
         for v in cache.values():
             v[:, 1] = v[:, 1].flip(-1)
-        moved = model({**batch, "features": {**batch["features"], "sam2_image": cache}})
+        moved = model({**batch, "features": {**batch["features"], "sam2_image": cache}}).logits
         assert torch.equal(moved[:, 0], base[:, 0])
         for k in range(2, T):
             assert (moved[:, k] - base[:, k]).abs().max() > 1e-4, k
         # audio and text reach every frame through the frame-0 prompt
-        louder = model(edit(batch, "vggish", lambda a: a + 1.0))
+        louder = model(edit(batch, "vggish", lambda a: a + 1.0)).logits
         assert (louder[:, T - 1] - base[:, T - 1]).abs().max() > 0  # small with random SAM2, never 0
 
 
 def test_modality_switches_drop_feature_requests_and_inputs(batch: dict) -> None:
     full = build()
     assert [r.encoder for r in full.feature_requests()] == ["vggish", "distilroberta", "vit", "sam2_image"]
-    no_audio, no_text = build("audio=off").eval(), build("text=off").eval()
+    def switched_off(kind: str) -> SAM2LOVE:  # the other variant's keys may not be overridden
+        keep = [o for o in SMALL if not o.startswith((f"features.{kind}", f"dims.{kind}"))]
+        return build_run("sam2love", "refavs", *keep, f"{kind}=off").eval()
+
+    no_audio, no_text = switched_off("audio"), switched_off("text")
     assert [r.encoder for r in no_audio.feature_requests()] == ["distilroberta", "vit", "sam2_image"]
     assert [r.encoder for r in no_text.feature_requests()] == ["vggish", "vit", "sam2_image"]
     assert no_audio.fusion.audio_proj is None and no_text.fusion.text_proj is None
+    assert no_audio.modalities() == ("image", "text") and no_text.modalities() == ("audio", "image")
     without_audio = {**batch, "features": {k: v for k, v in batch["features"].items() if k != "vggish"}}
     with torch.no_grad():
-        assert no_audio(without_audio).shape == (B, T, 32, 32)  # never reads audio
-        assert torch.equal(no_text(batch), no_text(edit(batch, "distilroberta", torch.zeros_like)))
+        assert no_audio(without_audio).logits.shape == (B, T, 32, 32)  # never reads audio
+        assert torch.equal(no_text(batch).logits,
+                           no_text(edit(batch, "distilroberta", torch.zeros_like)).logits)
         with pytest.raises(DataError, match="vggish"):
             full.eval()(without_audio)
 
@@ -208,19 +213,21 @@ def test_bad_config_and_missing_weights_fail_in_one_line() -> None:
         build("fusion.width=31")
     with pytest.raises(ConfigError, match="fusion.positional"):
         build("fusion.positional=rope")
-    with pytest.raises(ConfigError) as info:
-        SAM2LOVE.from_config(load_config("sam2love", "paper", []))
-    msg = str(info.value)
-    assert "\n" not in msg.split(" (hint")[0]
+    from avsbench_kit.runs.run import RunRequest, check_weights, resolve_config
+
+    def missing(*overrides: str) -> str:
+        req = RunRequest.parse(["baseline=sam2love", "config=paper", "dataset=synth-refavs", *overrides])
+        with pytest.raises(ConfigError) as info:
+            check_weights(req, resolve_config(req))
+        return str(info.value)
+
+    msg = missing()
+    assert "\n" not in msg
     for needed in ("sam2.checkpoint", "vggish", "distilroberta", "vit"):
-        assert needed in msg
-    cfg = load_config("sam2love", "cpu-small", SMALL + ["require_weights=true",
-                                                        "features.audio_overrides=[weights=/w/v.pth]"])
-    m = SAM2LOVE.__new__(SAM2LOVE)
-    m.cfg, m.names = cfg, {"audio": "vggish", "text": "distilroberta", "image": "vit"}
-    assert m.missing_weights() == ["sam2.checkpoint (sam2.1_hiera_t .pt)",
-                                   "features.text_overrides weights= (distilroberta)",
-                                   "features.image_overrides weights= (vit)"]
+        assert needed in msg, msg
+    partial = missing("features.image_overrides=[weights=/w/vit]", "audio=off")
+    assert "sam2.checkpoint" in partial and "distilroberta" in partial
+    assert "(vit" not in partial and "vggish" not in partial  # given, or not read with audio=off
 
 
 def test_synth_expression_kind_is_recovered_from_the_text() -> None:

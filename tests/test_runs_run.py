@@ -24,7 +24,8 @@ from avsbench_kit.errors import ConfigError, NotPreparedError, RegistryError
 from avsbench_kit.plugins import BASELINES, load_plugins
 from avsbench_kit.runs.run import RunRequest, execute, resolve_config
 from avsbench_kit.runs.store import RunStore
-from baselines.base import Baseline, feature_request, masks_at
+from avsbench_kit.baseline_spec import BaselineSpec
+from baselines.base import Baseline, BaselineOutput, feature_request, masks_at
 
 TINY_SYNTH = ["s4.clips.train=8", "s4.clips.val=4", "s4.clips.test=4", "ms3.clips.train=4", "ms3.clips.val=4",
               "ms3.clips.test=4", "refavs.clips.train=4", "refavs.clips.val=4", "refavs.clips.test_s=4",
@@ -56,12 +57,13 @@ class TinySeg(Baseline):
                 raise KeyboardInterrupt("simulated kill")
         x = batch["features"]["clip"]
         b, t, _ = x.shape
-        return self.read(x).view(b, t, *self.output_size) + self.bias
+        return BaselineOutput(self.read(x).view(b, t, *self.output_size) + self.bias)
 
-    def loss(self, logits, batch):
+    def loss(self, out, batch):
         ann = batch["annotated"].bool()
-        target = masks_at(batch["masks"], tuple(logits.shape[-2:]))
-        return nn.functional.binary_cross_entropy_with_logits(logits[ann], target[ann])
+        target = masks_at(batch["masks"], tuple(out.logits.shape[-2:]))
+        bce = nn.functional.binary_cross_entropy_with_logits(out.logits[ann], target[ann])
+        return {"total": bce, "bce": bce}
 
 
 def tiny_config(name, preset, overrides):
@@ -75,8 +77,9 @@ def tiny_config(name, preset, overrides):
 def register_tiny() -> None:
     load_plugins()
     if "tiny-seg" not in BASELINES:
-        BASELINES.add("tiny-seg", TinySeg, task="s4,ms3", paper="test fixture", configs=("default",),
-                      config_loader=tiny_config)
+        BASELINES.add_spec(BaselineSpec("tiny-seg", "test_runs_run:TinySeg", tasks=("s4", "ms3"),
+                                        modalities=("image",), paper="test fixture", presets=("default",),
+                                        default_preset="default"), TinySeg, config_loader=tiny_config)
 
 
 @pytest.fixture(scope="module")

@@ -186,6 +186,7 @@ def feature_batches(
     epoch: int = 0,
     drop_last: bool = False,
     shuffle_window: int = 4,
+    pin_memory: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Batches of one split (see the module docstring for the dict).
 
@@ -219,7 +220,8 @@ def feature_batches(
             idx = order[start:start + batch_size]
             if drop_last and len(idx) < batch_size:
                 break
-            yield _batch([rows[i] for i in idx], idx, views, dataset, with_frames, with_masks, torch)
+            batch = _batch([rows[i] for i in idx], idx, views, dataset, with_frames, with_masks, torch)
+            yield _pinned(batch) if pin_memory else batch
         if not (shuffle and resampled):
             return
         current += 1
@@ -250,6 +252,17 @@ def _batch(rows: list[dict[str, Any]], idx: list[int], views: list[CacheView], d
                 features[f"{view.label}_{role}"] = tensor
     batch["features"] = features
     return batch
+
+
+def _pinned(value: Any) -> Any:
+    """Page-locked copies of a batch's tensors, so host-to-GPU copies can be non-blocking."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.pin_memory()
+    if isinstance(value, dict):
+        return {k: _pinned(v) for k, v in value.items()}
+    return value
 
 
 def ensure_caches(manifest: Any, requests: list[FeatureRequest], home: str | Path | None = None, *,

@@ -69,20 +69,20 @@ class FusionTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         w = cfg.width
-        self.seg = nn.Parameter(torch.randn(cfg.seg_tokens, w) * 0.02)
+        self.seg_token = nn.Parameter(torch.randn(cfg.seg_tokens, w) * 0.02)
         self.audio_proj = projection(audio_dim, w) if audio_dim else None
         self.text_proj = projection(text_dim, w) if text_dim else None
         self.vision_proj = projection(vision_dim, w)
         self.his_proj = projection(vision_dim, w) \
             if cfg.accumulation and cfg.his_source == "separate" else None
         # type embeddings tell the five segments apart independently of their length
-        self.types = nn.Parameter(torch.randn(5, w) * 0.02)  # seg, audio, text, vision, his
+        self.type_embed = nn.Parameter(torch.randn(5, w) * 0.02)  # seg, audio, text, vision, his
         ind = torch.randn(2, w) * 0.02
         if cfg.indicators == "learnable":
-            self.indicators = nn.Parameter(ind)
+            self.indicator_tokens = nn.Parameter(ind)
         else:
-            self.register_buffer("indicators", ind)
-        self.pos_table = nn.Parameter(torch.randn(cfg.max_positions, w) * 0.02) \
+            self.register_buffer("indicator_tokens", ind)
+        self.pos_embed = nn.Parameter(torch.randn(cfg.max_positions, w) * 0.02) \
             if cfg.positional == "learned" else None
         layer = nn.TransformerEncoderLayer(w, cfg.heads, cfg.ffn, cfg.dropout, batch_first=True,
                                            norm_first=True)
@@ -100,15 +100,15 @@ class FusionTransformer(nn.Module):
     def _pos(self, n: int, device: torch.device) -> torch.Tensor:
         if self.cfg.positional == "none" or n == 0:
             return torch.zeros(n, self.cfg.width, device=device)
-        if self.pos_table is not None:
-            if n > self.pos_table.shape[0]:
-                raise ValueError(f"{n} tokens exceed fusion.max_positions={self.pos_table.shape[0]}")
-            return self.pos_table[:n]
+        if self.pos_embed is not None:
+            if n > self.pos_embed.shape[0]:
+                raise ValueError(f"{n} tokens exceed fusion.max_positions={self.pos_embed.shape[0]}")
+            return self.pos_embed[:n]
         return sinusoid(n, self.cfg.width, device)
 
     def _segment(self, x: torch.Tensor, kind: int) -> torch.Tensor:
         """Add the segment's type embedding and within-segment positions: [B,N,w]."""
-        return x + self.types[kind] + self._pos(x.shape[1], x.device)
+        return x + self.type_embed[kind] + self._pos(x.shape[1], x.device)
 
     def forward(self, vision: torch.Tensor, audio: torch.Tensor | None = None,
                 text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None
@@ -131,19 +131,19 @@ class FusionTransformer(nn.Module):
             txt = self._segment(self.text_proj(text.float()), 2)
             pad = torch.zeros(b, txt.shape[1], dtype=torch.bool, device=dev) if text_mask is None \
                 else ~text_mask.bool()
-        seg = self.seg.unsqueeze(0).expand(b, -1, -1)
+        seg = self.seg_token.unsqueeze(0).expand(b, -1, -1)
         outputs: list[torch.Tensor] = []
         for i in range(t):
             parts, pads = [self._segment(seg, 0)], [torch.zeros(b, k, dtype=torch.bool, device=dev)]
             if self.audio_proj is not None:
                 a = aud if cfg.audio_tokens == "clip" else aud[:, i: i + 1]
-                parts += [self._segment(a, 1), self.indicators[0].expand(b, 1, -1)]
+                parts += [self._segment(a, 1), self.indicator_tokens[0].expand(b, 1, -1)]
                 pads += [torch.zeros(b, a.shape[1] + 1, dtype=torch.bool, device=dev)]
             if self.text_proj is not None:
                 parts.append(txt)
                 pads.append(pad)
             v = self._segment(vis[:, i], 3)
-            parts += [self.indicators[1].expand(b, 1, -1), v]
+            parts += [self.indicator_tokens[1].expand(b, 1, -1), v]
             pads += [torch.zeros(b, v.shape[1] + 1, dtype=torch.bool, device=dev)]
             if cfg.accumulation:
                 last = i + 1 if cfg.his_includes_current else i

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from avsbench_kit.errors import ConfigError, DataError
-from baselines.base import Baseline, check_batch, feature_request, masks_at
+from baselines.base import (Baseline, BaselineOutput, ParamGroup, check_batch, decay_groups,
+                            encoder_weights_missing, feature_request, input_enabled, masks_at)
 from baselines.common.sam2_cache import sam2_cache_overrides
 from baselines.common.sam2_wrapper import ImageFeatures, SAM2Wrapper, check_image_size
 from baselines.sam2love.fusion import (AUDIO_TOKENS, HIS_SOURCES, INDICATORS, POSITIONALS,
@@ -51,14 +52,6 @@ def _choice(value: Any, key: str, choices: tuple[str, ...]) -> str:
 def _positive(value: Any, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{key}={value!r} must be a positive integer", hint=f"e.g. {key}=1")
-    return value
-
-
-def _switch(cfg: dict, key: str) -> bool:
-    """``audio`` / ``text`` modality switch: true/on (default) or false/off."""
-    value = cfg.get(key, True)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}={value!r} must be on or off", hint=f"{key}=off drops that modality")
     return value
 
 
@@ -103,7 +96,11 @@ class SAM2LOVE(Baseline):
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
-        self.use_audio, self.use_text = _switch(cfg, "audio"), _switch(cfg, "text")
+        cfg = self.cfg
+        self.use_audio, self.use_text = self.inputs["audio"], self.inputs["text"]
+        for kind, used in (("audio", self.use_audio), ("text", self.use_text)):
+            if not used:  # that modality's keys belong to the variant with it switched on
+                self.inactive(f"dims.{kind}", f"features.{kind}", f"features.{kind}_overrides")
         self.fcfg = fusion_config(cfg)
         self.train_frames = _positive(cfg["train_frames"], "train_frames")
         self.train_nulls = bool(cfg["train_nulls"])
@@ -117,11 +114,7 @@ class SAM2LOVE(Baseline):
         self.names = {"audio": feats["audio"] if self.use_audio else None,
                       "text": feats["text"] if self.use_text else None,
                       "image": feats["image"], "sam2": feats.get("sam2")}
-        missing = self.missing_weights()
-        if missing:
-            raise ConfigError("sam2love needs pretrained weights it was not given: " + "; ".join(missing),
-                              hint="pass them as in the preset's header (configs/paper.yaml), or "
-                                   "require_weights=false to run on random weights")
+        self.require_weights = bool(cfg["require_weights"])  # checked by missing_weights()
         dims = {k: self._dim(k) if self.names[k] else 0 for k in ("audio", "text", "image")}
         self.dims = dims
         with torch.random.fork_rng(devices=[]):
@@ -168,26 +161,47 @@ class SAM2LOVE(Baseline):
         """``sam2_image`` cache overrides: the same SAM2 (config, weights or init seed) and size."""
         return sam2_cache_overrides(self.cfg)
 
-    def missing_weights(self) -> list[str]:
-        """Pretrained parts a ``require_weights`` preset needs but was not given (read from the
-        config only, so it can run before anything heavy is built)."""
-        if not self.cfg.get("require_weights"):
+    @classmethod
+    def missing_weights(cls, cfg: dict[str, Any]) -> list[str]:
+        """With ``require_weights``: SAM2 and every feature encoder the configured model reads
+        (parameter-free stand-ins need none). Reads the config only: runs before anything is built."""
+        if not cfg.get("require_weights"):
             return []
-        feats, missing = self.cfg["features"], []
-        if not self.cfg["sam2"].get("checkpoint"):
-            missing.append(f"sam2.checkpoint ({self.cfg['sam2']['config']} .pt)")
+        sam_cfg, feats = cfg["sam2"], cfg["features"]
+        missing = [] if sam_cfg.get("checkpoint") else [f"sam2.checkpoint (SAM2 {sam_cfg['config']} .pt)"]
         for kind in ("audio", "text", "image"):
-            if self.names[kind] and not any(str(o).startswith("weights=") and str(o) != "weights="
-                                            for o in feats.get(f"{kind}_overrides") or ()):
-                missing.append(f"features.{kind}_overrides weights= ({feats[kind]})")
+            if kind != "image" and not input_enabled(cfg, kind):
+                continue
+            need = encoder_weights_missing(feats[kind], feats.get(f"{kind}_overrides") or (),
+                                           f"features.{kind}_overrides")
+            if need:
+                missing.append(need)
         return missing
+
+    def backbone_info(self) -> dict[str, Any]:
+        feats = self.cfg["features"]
+        encoders = {k: {"encoder": self.names[k], "overrides": list(feats.get(f"{k}_overrides") or ())}
+                    for k in ("audio", "text", "image") if self.names[k]}
+        return {"sam2": self.sam.describe(), "encoders": encoders,
+                "fusion": {"layers": self.fcfg.layers, "width": self.fcfg.width,
+                           "seg_tokens": self.fcfg.seg_tokens}}
+
+    def checkpoints(self) -> dict[str, str]:
+        return {"sam2": self.sam.checkpoint} if self.sam.checkpoint else {}
+
+    def param_groups(self) -> list[ParamGroup]:
+        """The new parts (fusion, tokens, projections) and SAM2's trained parts, each split into
+        decayed weights and no-decay norms/biases/tokens; one learning rate (the paper's)."""
+        new = [(n, p) for n, p in self.named_parameters() if not n.startswith("sam.")]
+        sam = [(n, p) for n, p in self.named_parameters() if n.startswith("sam.")]
+        return decay_groups(new, name="fusion") + decay_groups(sam, name="sam2")
 
     def train(self, mode: bool = True) -> "SAM2LOVE":
         super().train(mode)
         self.sam.image_encoder.eval()  # frozen parts never switch to training behaviour
         return self
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: dict) -> BaselineOutput:
         """Mask logits [B,T,H,W]: frame 0 from the ``[seg]`` prompt, frames 1.. from SAM2 memory
         (training: only the first ``train_frames`` frames are run; the others stay 0)."""
         prompt = self.prompt(batch)
@@ -200,13 +214,11 @@ class SAM2LOVE(Baseline):
                                    pad_point=True)
         if n < t:
             masks = torch.cat([masks, masks.new_zeros(b, t - n, h, w)], 1)
-        return masks
+        return BaselineOutput(masks, {"prompt": prompt})
 
-    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    def loss(self, out: BaselineOutput, batch: dict) -> dict[str, torch.Tensor]:
         """BCE + Dice (paper: λ = 1, 1) on the annotated frames among the first ``train_frames``."""
-        return self.loss_terms(logits, batch)["total"]
-
-    def loss_terms(self, logits: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        logits = out.logits
         keep = batch["annotated"].bool().clone()
         keep[:, self.train_frames:] = False
         if not self.train_nulls:
