@@ -11,7 +11,7 @@ from avsbench_kit.errors import ConfigError
 from avsbench_kit.plugins import BASELINES, load_plugins
 from baselines.base import BaselineOutput
 from baselines.conformance import SYNTH_DATASET, build, check_baseline, synthetic_batch
-from test_runs_run import register_tiny
+from tiny_baseline import register_tiny
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -35,11 +35,15 @@ def test_every_shipped_baseline_and_the_tiny_one_are_checked() -> None:
 
 def test_the_checks_can_fail() -> None:
     """A baseline that lets gradients reach a frozen part, or returns a bare tensor, is caught."""
-    from test_runs_run import TinySeg
+    from baselines.base import ParamGroup
+    from tiny_baseline import TinySeg
 
     class Leaky(TinySeg):
         def trainable_parameters(self):
             return [self.bias]  # claims `read` is frozen, yet the loss trains it
+
+        def param_groups(self):
+            return [ParamGroup("bias", [self.bias])]
 
     class Bare(TinySeg):
         def forward(self, batch):
