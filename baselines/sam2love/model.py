@@ -25,19 +25,11 @@ from torch import nn
 from avsbench_kit.errors import ConfigError, DataError
 from baselines.base import (Baseline, BaselineOutput, ParamGroup, check_batch, decay_groups,
                             encoder_weights_missing, feature_request, input_enabled, masks_at)
+from baselines.common.losses import dice_loss
 from baselines.common.sam2_cache import sam2_cache_overrides
 from baselines.common.sam2_wrapper import ImageFeatures, SAM2Wrapper, check_image_size
 from baselines.sam2love.fusion import (AUDIO_TOKENS, HIS_SOURCES, INDICATORS, POSITIONALS,
                                        FusionConfig, FusionTransformer, projection)
-
-
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 - (2Σσg + eps) / (Σσ + Σg + eps) per frame, averaged ([N,H,W] inputs). ``eps`` = 1 keeps
-    empty targets (null expressions, absent objects) well defined: predicting nothing scores 0."""
-    prob = torch.sigmoid(logits).flatten(1)
-    target = target.flatten(1)
-    inter = (prob * target).sum(1)
-    return (1.0 - (2 * inter + eps) / (prob.sum(1) + target.sum(1) + eps)).mean()
 
 
 def _choice(value: Any, key: str, choices: tuple[str, ...]) -> str:
@@ -222,7 +214,7 @@ class SAM2LOVE(Baseline):
         keep = batch["annotated"].bool().clone()
         keep[:, self.train_frames:] = False
         if not self.train_nulls:
-            keep &= ~self.null_rows(batch)[:, None].to(keep.device)
+            keep &= ~batch["is_null"].bool()[:, None].to(keep.device)
         if not keep.any():  # nothing to learn from; keep backward() valid
             zero = logits.sum() * 0.0
             return {"total": zero, "bce": zero.detach(), "dice": zero.detach()}
@@ -231,13 +223,6 @@ class SAM2LOVE(Baseline):
         bce, dice = F.binary_cross_entropy_with_logits(x, y), dice_loss(x, y)
         total = self.loss_weights["bce"] * bce + self.loss_weights["dice"] * dice
         return {"total": total, "bce": bce.detach(), "dice": dice.detach()}
-
-    @staticmethod
-    def null_rows(batch: dict) -> torch.Tensor:
-        """Null expressions [B]: ``is_null`` when the reader gives it, else an all-empty GT."""
-        if "is_null" in batch:
-            return torch.as_tensor(batch["is_null"]).bool()
-        return batch["masks"].flatten(1).amax(1) <= 0
 
     # ---- pieces ------------------------------------------------------------------------------
     def prompt(self, batch: dict) -> torch.Tensor:
