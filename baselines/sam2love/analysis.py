@@ -2,10 +2,10 @@
 
     python -m baselines.sam2love.analysis [--home DIR] [--baseline sam2love] [--dataset synth-refavs]
 
-Complete runs are grouped by their command-line overrides minus ``seed=``; each group prints
-mean ± sample std over its seeds. Mix (S+U) is the mean of the test_s and test_u metrics, as the
-Ref-AVS tables compute it (SAM2-LOVE: (47.7 + 69.4) / 2 = 58.5). The expression kind is read back
-from the SynthAVS template (:func:`avsbench_kit.data.synth_scenes.expression_kind`).
+Complete runs are grouped by their mode and command-line overrides minus ``seed=``; each group prints
+mean ± sample std over its seeds. Mix (S+U) is the run's own ``test_mix`` score (test_s and
+test_u scored together). The expression kind is read back from the SynthAVS template
+(:func:`avsbench_kit.data.synth_scenes.expression_kind`).
 """
 
 from __future__ import annotations
@@ -33,11 +33,9 @@ def run_summary(record: Any, samples: Any, kinds: dict[str, str], protocol: str)
     """One run's numbers: split metrics, Mix, null S, and mean per-sample J by kind (test_s+test_u)."""
     m = record.metrics
     out: dict[str, float] = {}
-    for split in ("test_s", "test_u"):
+    for split in ("test_s", "test_u", "test_mix"):
         for metric in ("J", "F", "J&F"):
             out[f"{split}/{metric}"] = float(m.get(split, {}).get(protocol, {}).get(metric, float("nan")))
-    for metric in ("J", "F", "J&F"):
-        out[f"mix/{metric}"] = (out[f"test_s/{metric}"] + out[f"test_u/{metric}"]) / 2
     out["test_n/S"] = float(m.get("test_n", {}).get(protocol, {}).get("S", float("nan")))
     scored = samples[samples["split"].isin(["test_s", "test_u"])]
     for kind in KINDS:
@@ -64,10 +62,11 @@ def main(argv: list[str] | None = None) -> None:
     for rec in store.records(lambda r: r.baseline == args.baseline and r.dataset == args.dataset
                              and r.status == "complete"):
         key = tuple(o for o in rec.overrides if not o.startswith("seed="))
+        key = key if rec.mode == "train+eval" else (f"mode={rec.mode}",) + key
         groups.setdefault(key, []).append(rec)
     for protocol in ("refavs-v1", "refavs-clip-v1"):
         print(f"\n## {args.baseline} on {args.dataset} — {protocol} (mean ± std over seeds, %)")
-        cols = ["test_s/J&F", "test_u/J&F", "mix/J", "mix/F", "mix/J&F", "test_n/S"] + \
+        cols = ["test_s/J&F", "test_u/J&F", "test_mix/J", "test_mix/F", "test_mix/J&F", "test_n/S"] + \
                [f"kind/{k}" for k in KINDS]
         print("| variant | seeds | " + " | ".join(c.replace("kind/", "J ") for c in cols) + " |")
         print("|---" * (len(cols) + 2) + "|")
