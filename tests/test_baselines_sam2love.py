@@ -120,7 +120,6 @@ def test_token_accumulation_replays_earlier_cls_tokens() -> None:
         # [his] of frame 2 holds frame 0's CLS (not its patches)
         assert (base[2] - cls_out[2]).abs().max() > 1e-5
         assert torch.equal(base[2], patch_out[2])
-        # paper's indexing: frame 0 has an empty [his]; with his_includes_current it sees itself
         last = vision.clone()
         last[:, 2, 0] += 1.0
         _, last_out = acc(last, audio)
@@ -130,6 +129,11 @@ def test_token_accumulation_replays_earlier_cls_tokens() -> None:
         _, o1 = off(vision, audio)
         _, o2 = off(cls_changed, audio)
         assert torch.equal(o1[2], o2[2])  # without accumulation frame 2 cannot see frame 0
+        # paper's indexing: frame 0 has an empty [his] (same output as without accumulation);
+        # his_includes_current=true adds the current frame's CLS to it
+        assert torch.equal(base[0], o1[0])
+        _, current = _fusion(propagation=False, his_includes_current=True)(vision, audio)
+        assert not torch.allclose(current[0], base[0])
 
 
 def test_seg_token_count_gives_k_prompt_tokens(batch: dict) -> None:
