@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from avsbench_kit.errors import ConfigError, DataError
 from baselines.base import (Baseline, BaselineOutput, ParamGroup, check_batch, decay_groups,
