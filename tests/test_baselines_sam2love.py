@@ -152,10 +152,10 @@ def test_inference_propagates_sam2_memory_from_frame_0(model: SAM2LOVE, batch: d
         prompt = model.prompt(batch)
         h, w = model.output_size
         direct = model.sam.propagate(frames, {0: prompt}, multimask=model.multimask,
-                                     output_size=(h, w), object_score=model.object_score)
+                                     output_size=(h, w), object_score=model.object_score).masks
         assert torch.allclose(direct, base, atol=1e-5)
         other = model.sam.propagate(frames, {0: prompt + 1.0}, multimask=model.multimask,
-                                    output_size=(h, w), object_score=model.object_score)
+                                    output_size=(h, w), object_score=model.object_score).masks
         for k in range(1, T):
             assert (other[:, k] - base[:, k]).abs().max() > 1e-4, k
         # change only frame 1's image: frames 2.. change (memory), frame 0 does not

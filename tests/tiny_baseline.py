@@ -22,6 +22,7 @@ class TinySeg(Baseline):
 
     name = "tiny-seg"
     kill_after: int | None = None  # raise KeyboardInterrupt after this many training forwards
+    hard_kill = False  # SIGKILL this process instead (a deterministic kill point for crash tests)
     calls = 0
 
     def __init__(self, cfg):
@@ -57,6 +58,11 @@ class TinySeg(Baseline):
         if self.training:
             TinySeg.calls += 1
             if TinySeg.kill_after is not None and TinySeg.calls > TinySeg.kill_after:
+                if TinySeg.hard_kill:
+                    import os
+                    import signal
+
+                    os.kill(os.getpid(), signal.SIGKILL)
                 raise KeyboardInterrupt("simulated kill")
         x = batch["features"]["clip"]
         b, t, _ = x.shape

@@ -21,8 +21,9 @@ def _human(n: float) -> str:
     return human_bytes(n)
 
 
-def parse_extract_args(args: list[str]) -> tuple[str, str, str | None, list[str]]:
-    """``encoder=NAME dataset=NAME [split=SPLIT] [key=value...]`` -> (encoder, dataset, split, overrides)."""
+def parse_extract_args(args: list[str]) -> tuple[str, str, str | None, list[str], str]:
+    """``encoder=NAME dataset=NAME [split=SPLIT] [device=DEV] [key=value...]`` ->
+    (encoder, dataset, split, overrides, device); ``device`` defaults to ``auto``."""
     from avsbench_kit.errors import ConfigError
 
     found: dict[str, str] = {}
@@ -32,7 +33,7 @@ def parse_extract_args(args: list[str]) -> tuple[str, str, str | None, list[str]
         if not sep:
             raise ConfigError(f"argument {arg!r} is not key=value",
                               hint="example: avskit features extract encoder=vggish dataset=synth-s4 split=train")
-        if key in ("encoder", "dataset", "split"):
+        if key in ("encoder", "dataset", "split", "device"):
             found[key] = value
         else:
             overrides.append(arg)
@@ -41,12 +42,13 @@ def parse_extract_args(args: list[str]) -> tuple[str, str, str | None, list[str]
         raise ConfigError(f"missing {' and '.join(k + '=NAME' for k in missing)}",
                           hint="example: avskit features extract encoder=vggish dataset=synth-s4 split=train "
                                "(`avskit ls encoders`, `avskit ls datasets`)")
-    return found["encoder"], found["dataset"], found.get("split") or None, overrides
+    return found["encoder"], found["dataset"], found.get("split") or None, overrides, found.get("device") or "auto"
 
 
 @app.command("extract")
 def extract_command(
-    args: List[str] = typer.Argument(..., help="encoder=NAME dataset=NAME \\[split=SPLIT|all] \\[key=value ...] "
+    args: List[str] = typer.Argument(..., help="encoder=NAME dataset=NAME \\[split=SPLIT|all] "
+                                               "\\[device=auto|cpu|cuda|cuda:N|mps] \\[key=value ...] "
                                                "(other keys override the encoder's preset)."),
     home: Optional[Path] = HomeOption,
     cache: Optional[Path] = CacheOption,
@@ -55,17 +57,20 @@ def extract_command(
                                                          "$SLURM_NTASKS, or 1)."),
     worker_index: Optional[int] = typer.Option(None, "--worker-index", "-I",
                                                help="This worker's index in 0..W-1 (default: $RANK, $SLURM_PROCID)."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="One plain line per shard instead of a bar "
+                                                                  "(the default when stderr is not a terminal)."),
 ) -> None:
     """Compute a feature cache (resumes a killed run, repairs corrupt shards, reuses complete ones).
 
     Example: avskit features extract encoder=vggish dataset=synth-s4 split=train channels=stereo
     """
     from avsbench_kit.features.extract import extract
+    from avsbench_kit.progress import progress_mode
 
-    encoder, dataset, split, overrides = parse_extract_args(list(args))
-    summary = extract(dataset, encoder, overrides, split=split, home=home, cache=cache,
-                      num_workers_total=num_workers_total, worker_index=worker_index, progress=not no_progress)
+    encoder, dataset, split, overrides, device = parse_extract_args(list(args))
+    with progress_mode("plain" if no_progress else "auto"):
+        summary = extract(dataset, encoder, overrides, split=split, home=home, cache=cache,
+                          num_workers_total=num_workers_total, worker_index=worker_index, device=device)
     for line in summary.lines():
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 

@@ -179,7 +179,7 @@ def feature_fingerprints(requests: list) -> dict[str, str]:
 
 
 def ensure_features(manifest, requests: list, splits: Iterable[str], home, build: bool,
-                    say: Callable[[str], None], progress: bool = True) -> None:
+                    say: Callable[[str], None], progress: bool = True, device: Any = "cpu") -> None:
     """Build missing caches; with ``build_caches=false`` fail instead, naming the exact
     ``avskit features extract`` command (the reader's NotPreparedError hint)."""
     if not requests:
@@ -192,7 +192,7 @@ def ensure_features(manifest, requests: list, splits: Iterable[str], home, build
         say(f"feature caches for {manifest.dataset}: {', '.join(r.label for r in requests)} (built if missing)")
         for r in requests:  # one worker: under torchrun, RANK/WORLD_SIZE must not split this job
             extract(manifest, r.encoder, r.overrides, home=home, num_workers_total=1, worker_index=0,
-                    progress=progress)
+                    progress=progress, device=str(device))
         return
     for split in splits:
         if len(manifest.split(split)):
@@ -379,7 +379,7 @@ def execute(req: RunRequest, home: str | Path | None = None, *, progress: bool =
     requests = list(model.feature_requests())
     augment = _augmenter(cfg, requests, seed)
     if dist.main:
-        ensure_features(manifest, requests, spec.splits, home, req.build_caches, quiet, progress)
+        ensure_features(manifest, requests, spec.splits, home, req.build_caches, quiet, progress, device)
     _barrier(dist)
     record_cfg = {**cfg, "run": {"baseline": req.baseline, "preset": req.config, "dataset": req.dataset,
                                  "mode": req.mode, "protocols": list(protocols),

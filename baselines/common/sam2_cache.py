@@ -12,7 +12,7 @@ def sam2_cache_overrides(cfg: dict[str, Any]) -> tuple[str, ...]:
     Reads ``sam2.{config,checkpoint,init_seed}``, ``image_size`` and
     ``features.{sam2_levels,sam2_overrides}``.
     """
-    from baselines.common.sam2_wrapper import sam2_config_path
+    from avsbench_kit.models.sam2 import sam2_config_path
 
     sam_cfg, feats = cfg["sam2"], cfg["features"]
     out = [f"model_config={sam2_config_path(sam_cfg['config'])}",

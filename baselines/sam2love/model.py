@@ -26,7 +26,7 @@ from baselines.base import (Baseline, BaselineOutput, ParamGroup, check_batch, d
                             encoder_weights_missing, feature_request, input_enabled, masks_at)
 from baselines.common.losses import dice_loss
 from baselines.common.sam2_cache import sam2_cache_overrides
-from baselines.common.sam2_wrapper import ImageFeatures, SAM2Wrapper, check_image_size
+from avsbench_kit.models.sam2 import ImageFeatures, SAM2Wrapper, check_image_size
 from baselines.sam2love.fusion import (AUDIO_TOKENS, HIS_SOURCES, INDICATORS, POSITIONALS,
                                        FusionConfig, FusionTransformer, projection)
 
@@ -202,7 +202,7 @@ class SAM2LOVE(Baseline):
         h, w = self.output_size
         masks = self.sam.propagate(frames, {0: prompt}, multimask=self.multimask, output_size=(h, w),
                                    object_score=self.object_score and not self.training,
-                                   pad_point=True)
+                                   pad_point=True).masks
         if n < t:
             masks = torch.cat([masks, masks.new_zeros(b, t - n, h, w)], 1)
         return BaselineOutput(masks, {"prompt": prompt})
