@@ -18,6 +18,11 @@ _AV2T_TINY = ("image_size=64", "output_size=32", "text_encoder.kind=transformer"
 _STBAVA_PAPER = ("ST-BAVA: Extending Segment Anything Model into Auditory and Temporal Dimensions for "
                  "Audio-Visual Segmentation (Seon et al., ICIP 2024; code Sunjuhyeong/SAM_STBAVA)")
 _REFERENCE = ("s4", "ms3", "refavs", "avss")
+_SAM2LOVE_PAPER = ("SAM2-LOVE: Segment Anything Model 2 in Language-aided Audio-Visual Scenes ("
+                   "CVPR 2025; no code released: re-implementation)")
+#: tiny SAM2-LOVE for the conformance test (64 px SAM2, 1-layer 32-wide fusion)
+_SAM2LOVE_TINY = ("image_size=64", "output_size=32", "fusion.layers=1", "fusion.width=32", "fusion.heads=2",
+                  "fusion.ffn=64")
 
 
 def register(registry) -> None:
@@ -37,6 +42,11 @@ def register(registry) -> None:
         presets=("cpu-small", "cpu-small-stage2", "paper-stage1", "paper-stage2"), config_dir="stbava",
         tiny=("image_size=32", "output_size=32", "layers=1"),
         description="SAM ViT (or SAM2) + spatio-temporal bidirectional audio-visual attention, two stages"))
+    registry.add_spec(BaselineSpec(
+        name="sam2love", target="baselines.sam2love.model:SAM2LOVE", tasks=("refavs",),
+        modalities=("audio", "image", "text"), paper=_SAM2LOVE_PAPER, presets=("cpu-small", "paper"),
+        config_dir="sam2love", tiny=_SAM2LOVE_TINY,
+        description="fused audio/text/vision [seg] token prompts SAM2 on frame 0; SAM2 memory propagates"))
     for kind, what in (("empty", "background everywhere"), ("full", "foreground everywhere"),
                        ("gt", "the ground truth itself (an oracle that checks the scoring path)")):
         registry.add_spec(BaselineSpec(
