@@ -11,6 +11,8 @@ that define the entry, applied and enforced by :func:`baselines.configs.load_con
 
 from __future__ import annotations
 
+_AURALSAM2_PAPER = ("AuralSAM2: Enabling SAM2 Hear Through Pyramid Audio-Visual Feature Prompting "
+                    "(Y. Liu et al., arXiv 2506.01015; code yyliu01/AuralSAM2)")
 _AV2T_PAPER = "AV2T-SAM: Audio Visual Segmentation Through Text Embeddings (K. Lee et al.; code bok-bok/AV2T-SAM)"
 
 
@@ -24,3 +26,8 @@ def register(registry) -> None:
                  configs=("cpu-small", "paper"), config_dir="av2t",
                  preset_overrides=("prompt_feature=clip",),
                  description="AV2T-SAM prompted by CLIP image features only: no audio at all")
+    registry.add("auralsam2", "baselines.auralsam2.model:AuralSAM2", task="s4,ms3,refavs,avss",
+                 paper=_AURALSAM2_PAPER, configs=("cpu-small", "paper"), config_dir="auralsam2",
+                 preset_overrides=(),
+                 description="frozen SAM2 + AuralFuser pyramid prompts in the mask decoder + AudioCon, "
+                             "tracked without prompts")

@@ -1,0 +1,287 @@
+"""AuralSAM2: audio(+text) prompts injected into a completely frozen SAM2 (Liu et al., arXiv 2506.01015).
+
+SAM2's raw FPN levels (``sam2_image`` cache, ``levels=[fpn0,fpn1,fpn2]``) and the clip's audio
+tokens (+ DistilRoBERTa tokens for Ref-AVS) go through the AuralFuser (:mod:`.fuser`), which gives
+one dense map and one sparse vector per pyramid level. They are added inside the frozen mask
+decoder before two-way block 0, block 1 and the final token->image attention (deepest level first,
+:mod:`.inject`). SAM2's tracking loop runs over all frames without any prompt; the conditioning
+frame is the middle one in training. Loss: SAM2's multi-step loss + AudioCon (:mod:`.losses`).
+Only the fuser (and the text projection) train; every SAM2 parameter stays bit-identical.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from avsbench_kit.errors import ConfigError, DataError
+from baselines.auralsam2.fuser import AUDIO_PE, AuralFuser, FuserConfig
+from baselines.auralsam2.inject import POINTS, Injection, propagate
+from baselines.auralsam2.losses import (AudioConConfig, MultiStepWeights, audiocon_loss,
+                                        multistep_mask_loss)
+from baselines.auralsam2._contract import BaselineOutput, ParamGroup, decay_groups, input_enabled
+from baselines.base import Baseline, check_batch, feature_request, masks_at
+from baselines.common.sam2_wrapper import ImageFeatures, SAM2Wrapper, check_image_size, sam2_config_path
+
+LEVELS = ("fpn0", "fpn1", "fpn2")
+COND_FRAMES = ("middle", "first", "last")
+DECODE_MODES = ("iou_select", "iou_occ_select")
+
+
+def _choice(value: Any, key: str, choices: tuple) -> Any:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(str, choices))}",
+                          hint=f"e.g. {key}={choices[0]}")
+    return value
+
+
+def _int_list(value: Any, key: str, n: int | None = None) -> list[int]:
+    ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool)
+                                                  and v >= 0 for v in value)
+    if not ok or (n is not None and len(value) != n):
+        raise ConfigError(f"{key}={value!r} must be a list of {n or 'some'} non-negative integers",
+                          hint=f"e.g. {key}=[3,6,12]")
+    return [int(v) for v in value]
+
+
+def cond_index(rule: Any, t: int, key: str) -> int:
+    """The conditioning frame of a T-frame clip: ``middle`` (int(T/2)), ``first``, ``last`` or an index."""
+    if rule == "middle":
+        return t // 2
+    if rule == "first":
+        return 0
+    if rule == "last":
+        return t - 1
+    if isinstance(rule, int) and not isinstance(rule, bool):
+        return min(max(rule, 0), t - 1)
+    raise ConfigError(f"{key}={rule!r} is not middle, first, last or a frame index", hint=f"{key}=middle")
+
+
+def parse_injection(cfg: dict) -> list[tuple[Any, int]]:
+    """``injection.points`` / ``injection.levels`` -> [(point, pyramid level)]."""
+    points, levels = cfg.get("points"), cfg.get("levels")
+    if not isinstance(points, list) or not points or any(p not in POINTS for p in points) \
+            or len(set(map(str, points))) != len(points):
+        raise ConfigError(f"injection.points={points!r} must be a non-empty subset of [0, 1, final]",
+                          hint="the paper injects at [0, 1, final]")
+    levels = _int_list(levels, "injection.levels", len(points))
+    if any(v > 2 for v in levels):
+        raise ConfigError(f"injection.levels={levels} names a pyramid level > 2",
+                          hint="levels are 0 (fpn0) .. 2 (fpn2); the paper uses [2, 1, 0]")
+    return list(zip(points, levels))
+
+
+class AuralSAM2(Baseline):
+    """See the module docstring."""
+
+    name = "auralsam2"
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__(cfg)
+        check_image_size(cfg["image_size"])
+        self.use_audio = input_enabled(cfg, "audio")
+        self.use_text = input_enabled(cfg, "text")
+        feats, fz, tr = cfg["features"], cfg["fuser"], cfg["tracking"]
+        self.features_cfg = feats
+        fuser_cfg = FuserConfig(
+            dim=int(fz["dim"]), visual_blocks=tuple(_int_list(fz["visual_blocks"], "fuser.visual_blocks", 3)),
+            audio_blocks=int(fz["audio_blocks"]), heads=int(fz["heads"]), mlp_ratio=float(fz["mlp_ratio"]),
+            sr_ratio=int(fz["sr_ratio"]), qkv_bias=bool(fz["qkv_bias"]), drop=float(fz["drop"]),
+            attn_drop=float(fz["attn_drop"]), fusion_dim=int(fz["fusion_dim"]),
+            proj_dim=int(fz["proj_dim"]), audio_pe=_choice(fz["audio_pe"], "fuser.audio_pe", AUDIO_PE),
+            text_padding=_choice(fz["text_padding"], "fuser.text_padding", ("attend", "mask")))
+        self.injection = parse_injection(cfg["injection"])
+        self.train_cond, self.eval_cond = tr["train_cond_frame"], tr["eval_cond_frame"]
+        cond_index(self.train_cond, 5, "tracking.train_cond_frame")
+        cond_index(self.eval_cond, 5, "tracking.eval_cond_frame")
+        self.multimask = bool(tr["multimask"])
+        self.object_score = bool(tr["object_score"])
+        self.decode_mode = _choice(cfg["decode_mode"], "decode_mode", DECODE_MODES)
+        lw = cfg["loss"]
+        self.loss_weights = MultiStepWeights(float(lw["focal_weight"]), float(lw["dice_weight"]),
+                                             float(lw["iou_weight"]), float(lw["object_score_weight"]),
+                                             bool(lw["supervise_all_iou"]))
+        ac = cfg["audiocon"]
+        self.audiocon_on = bool(ac["enabled"])
+        self.audiocon_weight = float(ac["weight"])
+        self.audiocon = AudioConConfig(float(ac["temperature"]), int(ac["hard"]), int(ac["easy"]),
+                                       int(ac["max_samples"]))
+        sam_cfg = cfg["sam2"]
+        self.sam_cfg = sam_cfg
+        dims = cfg.get("dims") or {}
+        audio_dim = self._width("audio", dims.get("audio")) if self.use_audio else 0
+        text_dim = self._width("text", dims.get("text")) if self.use_text else 0
+        d = fuser_cfg.dim
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(cfg.get("seed", 0)))  # the fuser is a function of the config
+            self.sam = SAM2Wrapper(sam_cfg["config"], sam_cfg.get("checkpoint"), cfg["image_size"],
+                                   init_seed=int(sam_cfg["init_seed"]),
+                                   require_checkpoint=bool(sam_cfg["require_checkpoint"]))
+            self.fuser = AuralFuser(fuser_cfg)
+            proj = fz["audio_proj"]
+            _choice(proj, "fuser.audio_proj", ("auto", "linear"))
+            if not self.use_audio:  # a learned constant per second: same architecture, no audio
+                self.audio_proj = None
+                self.audio_off_token = nn.Parameter(torch.zeros(d))
+            else:
+                self.audio_proj = nn.Identity() if proj == "auto" and audio_dim == d \
+                    else nn.Linear(audio_dim, d)
+                self.audio_off_token = None
+            hidden = int(fz["text_proj_hidden"])
+            self.text_proj = nn.Sequential(nn.Linear(text_dim, hidden), nn.GELU(), nn.Linear(hidden, d)) \
+                if self.use_text else None
+        if self.sam.hidden_dim != d:
+            raise ConfigError(f"fuser.dim={d} must equal SAM2's hidden width {self.sam.hidden_dim}",
+                              hint=f"fuser.dim={self.sam.hidden_dim}")
+        self.sam.eval()
+
+    # ---- config helpers -------------------------------------------------------------------
+    def _width(self, kind: str, value: Any) -> int:
+        """Width of one time step (audio) or token (text): ``dims.<kind>`` or the encoder preset's."""
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"dims.{kind}={value!r} must be a positive integer or null",
+                                  hint=f"null reads the width from the {kind} encoder's preset")
+            return value
+        from avsbench_kit.features.base import build_encoder
+
+        feats = self.features_cfg
+        enc = build_encoder(feats[kind], tuple(feats.get(f"{kind}_overrides") or ()))
+        spec = next(iter(enc.output_spec().values()))
+        width = 1
+        for s in spec.shape[1:]:  # per step: [T, 2, 128] -> 256, [T, 128] -> 128, [L, D] -> D
+            if not isinstance(s, int):
+                raise ConfigError(f"cannot tell the width of {feats[kind]!r} features",
+                                  hint=f"set dims.{kind}=<width>")
+            width *= s
+        return width
+
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m, on in (("audio", self.use_audio), ("image", True), ("text", self.use_text)) if on)
+
+    def sam2_overrides(self) -> tuple[str, ...]:
+        """The cache must hold raw FPN levels of the same SAM2 at the same image size."""
+        sam_cfg = self.sam_cfg
+        out = [f"model_config={sam2_config_path(sam_cfg['config'])}", f"image_size={self.cfg['image_size']}",
+               f"seed={int(sam_cfg['init_seed'])}", "levels=[" + ",".join(LEVELS) + "]"]
+        if sam_cfg.get("checkpoint"):
+            out.append(f"weights={sam_cfg['checkpoint']}")
+        return tuple(out) + tuple(self.features_cfg.get("sam2_overrides") or ())
+
+    def feature_requests(self) -> list:
+        f = self.features_cfg
+        out = [feature_request(f["sam2"], self.sam2_overrides())]
+        if self.use_audio:
+            out.append(feature_request(f["audio"], f.get("audio_overrides") or ()))
+        if self.use_text:
+            out.append(feature_request(f["text"], f.get("text_overrides") or ()))
+        return out
+
+    def backbone_info(self) -> dict:
+        return {"sam2": self.sam.describe()}
+
+    def checkpoints(self) -> dict[str, str]:
+        return {"sam2": self.sam.checkpoint} if self.sam.checkpoint else {}
+
+    def missing_weights(self) -> list[str]:
+        missing = []
+        if self.sam_cfg["require_checkpoint"] and not self.sam.checkpoint:
+            missing.append(f"sam2.checkpoint (SAM2 {self.sam_cfg['config']} .pt)")
+        if self.sam_cfg["require_checkpoint"]:  # the paper preset: real audio/text encoders too
+            for kind in ("audio", "text"):
+                if kind == "audio" and not self.use_audio or kind == "text" and not self.use_text:
+                    continue
+                over = [o for o in self.features_cfg.get(f"{kind}_overrides") or () if o.startswith("weights=")]
+                if not over or over[-1] == "weights=":
+                    name = self.features_cfg[kind]
+                    missing.append(f"features.{kind}_overrides weights= ({name} pretrained weights)")
+        return missing
+
+    def param_groups(self) -> list[ParamGroup]:
+        return decay_groups([(n, p) for n, p in self.named_parameters() if p.requires_grad], name="fuser")
+
+    def train(self, mode: bool = True) -> "AuralSAM2":
+        super().train(mode)
+        self.sam.eval()  # frozen: never in training behaviour
+        return self
+
+    # ---- forward ----------------------------------------------------------------------------
+    def _levels(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        name = self.features_cfg["sam2"]
+        check_batch(batch, [name])
+        cached = batch["features"][name]
+        b, t = next(iter(cached.values())).shape[:2]
+        flat = self.sam.from_cache({k: v.flatten(0, 1) for k, v in cached.items()})
+        if flat.projected:
+            raise DataError(f"the {name!r} cache holds conv_s0/conv_s1 outputs, AuralSAM2 reads raw FPN levels",
+                            hint="extract it with levels=[fpn0,fpn1,fpn2] (the baseline's own request does)")
+        return tuple(lv.view(b, t, *lv.shape[1:]) for lv in flat.levels)  # type: ignore[return-value]
+
+    def _tokens(self, batch: dict, b: int, t: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, T (+L), C] audio (+text) tokens and the keep mask (False = text padding)."""
+        f = self.features_cfg
+        if self.use_audio:
+            check_batch(batch, [f["audio"]])
+            a = batch["features"][f["audio"]].float().to(device)
+            if a.shape[:2] != (b, t):
+                raise DataError(f"audio features {tuple(a.shape)} do not cover the clip's {t} frames",
+                                hint="extract the audio cache with one step per frame (num_examples=0)")
+            audio = self.audio_proj(a.flatten(2))
+        else:
+            audio = self.audio_off_token.expand(b, t, -1)
+        keep = torch.ones(b, t, dtype=torch.bool, device=device)
+        if not self.use_text:
+            return audio, keep
+        check_batch(batch, [f["text"]])
+        mask = batch["features"].get(f"{f['text']}_mask")
+        text = batch["features"][f["text"]].float().to(device)
+        mask = torch.ones(text.shape[:2], dtype=torch.bool, device=device) if mask is None else mask.bool().to(device)
+        if not bool((mask.sum(1) > 2).any()):
+            # no sample of the batch has an expression (AVSBench): audio only, as the paper there
+            return audio, keep
+        return torch.cat([audio, self.text_proj(text)], 1), torch.cat([keep, mask], 1)
+
+    def forward(self, batch: dict) -> BaselineOutput:
+        levels = self._levels(batch)
+        b, t = levels[0].shape[:2]
+        device = levels[0].device
+        tokens, keep = self._tokens(batch, b, t, device)
+        fz = self.fuser(levels, tokens, t, keep)
+        frames = [ImageFeatures(tuple(lv[:, i] for lv in levels)) for i in range(t)]  # type: ignore[arg-type]
+        injections = {i: Injection(keys={p: fz.dense[lv][:, i] for p, lv in self.injection},
+                                   tokens={p: fz.sparse[lv][:, i, None] for p, lv in self.injection})
+                      for i in range(t)}
+        rule = self.train_cond if self.training else self.eval_cond
+        key = "tracking.train_cond_frame" if self.training else "tracking.eval_cond_frame"
+        tr = propagate(self.sam, frames, injections, cond_frames=[cond_index(rule, t, key)],
+                       multimask=self.multimask, output_size=self.output_size,
+                       object_score=self.object_score)
+        logits = tr.masks
+        if self.decode_mode == "iou_occ_select":
+            logits = torch.where(tr.object_score_logits[..., None, None] > 0, logits,
+                                 torch.full_like(logits, -1024.0))
+        return BaselineOutput(logits, aux={
+            "ious": tr.ious, "object_scores": tr.object_score_logits,
+            "low_res_multimasks": tr.low_res_multimasks, "low_res_masks": tr.low_res_masks[:, :, 0],
+            "visual_embed": fz.visual_embed, "audio_embed": fz.audio_embed})
+
+    # ---- loss --------------------------------------------------------------------------------
+    def loss(self, out: BaselineOutput, batch: dict) -> dict[str, torch.Tensor]:
+        aux = out.aux
+        multi = aux["low_res_multimasks"]
+        b, t, m = multi.shape[:3]
+        size = (self.sam.image_size, self.sam.image_size)  # SAM2 computes it at its input size
+        target = masks_at(batch["masks"].to(multi.device), size)
+        weight = batch["annotated"].to(multi.device).float() / b  # sum over frames / number of clips
+        up = nn.functional.interpolate(multi.flatten(0, 1), size=size, mode="bilinear", align_corners=False)
+        parts = multistep_mask_loss(up, aux["ious"].flatten(0, 1), aux["object_scores"].flatten(0, 1),
+                                    target.flatten(0, 1), weight.flatten(), self.loss_weights)
+        total = parts.pop("total")
+        if self.audiocon_on:
+            ac = audiocon_loss(aux["visual_embed"], aux["audio_embed"], target, aux["low_res_masks"],
+                               batch["annotated"], self.audiocon)
+            parts["audiocon"] = self.audiocon_weight * ac
+            total = total + parts["audiocon"]
+        return {"total": total, **parts}
