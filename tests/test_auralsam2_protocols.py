@@ -94,3 +94,19 @@ def test_avsbench_auralsam2_is_avsbench_v1_at_1024_with_nearest_gt() -> None:
         ev.update(key, up[i], gt[i])
     assert paper == ev.compute().metrics["avsbench-v1"]
     assert paper["mIoU"] != official["mIoU"]  # the resolution alone moves the number
+
+
+def test_reported_auralsam2_numbers_live_in_their_protocols_table() -> None:
+    from avsbench_kit.leaderboard.build import REPORTED, build_tables
+    from avsbench_kit.leaderboard.published import load_published, protocol_for
+
+    assert protocol_for("AuralSAM2", "avsbench-ms3", "J&F") == "avsbench-auralsam2-v1"
+    assert protocol_for("AuralSAM2", "refavs", "S") == "refavs-auralsam2-v1"
+    assert protocol_for("AuralSAM2", "avsbench-ms3", "claim:fps_drop_with_visual_prompts") == "paper (relative claim)"
+    tables = [t for t in build_tables([], load_published()) if t.dataset == "avsbench-ms3"]
+    own = [t for t in tables if t.reported_under == "avsbench-auralsam2-v1"]
+    assert len(own) == 1 and own[0].protocol == REPORTED
+    assert [r.method for r in own[0].rows] == ["AuralSAM2"]
+    assert "avsbench-auralsam2-v1" in own[0].title
+    general = [t for t in tables if t.protocol == REPORTED and not t.reported_under]
+    assert general and all(r.method != "AuralSAM2" for t in general for r in t.rows)
