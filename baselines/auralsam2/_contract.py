@@ -24,7 +24,7 @@ class ParamGroup:
     weight_decay: float | None = None
 
 
-_NO_DECAY = ("norm", "bn", "bias", "embed", "token", "pos")
+_NO_DECAY = ("norm", "bn", "bias", "pos_embed", "token")
 
 
 def decay_groups(named, lr_mult: float = 1.0, name: str = "all") -> list[ParamGroup]:
