@@ -23,11 +23,14 @@ TINY = ["image_size=64", "fuser.visual_blocks=[1,1,0]", "fuser.audio_blocks=1", 
         "dims.audio=128", "dims.text=64"]
 
 
-def build(*overrides: str):
+def build(*overrides: str, task: str | None = None):
     from baselines.auralsam2.model import AuralSAM2
 
     torch.manual_seed(0)
-    return AuralSAM2(load_config("auralsam2", "cpu-small", TINY + list(overrides)))
+    cfg = load_config("auralsam2", "cpu-small", TINY + list(overrides))
+    if task:
+        cfg["task"] = task
+    return AuralSAM2(cfg)
 
 
 @pytest.fixture(scope="module")
@@ -223,14 +226,26 @@ def test_forward_loss_and_gradients(model) -> None:
     model.zero_grad()
 
 
-def test_text_tokens_only_when_the_batch_has_expressions(model) -> None:
-    model.eval()
-    batch = make_batch()
-    batch["features"]["distilroberta_mask"][:, 2:] = False  # "<s></s>" only: no expression (AVSBench)
-    tokens, keep = model._tokens(batch, 2, 5, "cpu")
-    assert tokens.shape[1] == 5
+def test_text_tokens_only_on_tasks_with_expressions(model) -> None:
     tokens, keep = model._tokens(make_batch(), 2, 5, "cpu")
     assert tokens.shape[1] == 5 + 25 and keep[:, 5:].sum() == 12
+    ms3 = build(task="ms3")  # AVSBench has no expressions: no text cache, audio tokens only
+    assert [r.encoder for r in ms3.feature_requests()] == ["sam2_image", "logmel_stats"]
+    assert ms3.text_proj is None and ms3.modalities() == ("audio", "image")
+    assert [r.encoder for r in build(task="refavs").feature_requests()][-1] == "distilroberta"
+
+
+def test_paper_preset_names_every_missing_weight() -> None:
+    from baselines.auralsam2.model import AuralSAM2
+
+    cfg = load_config("auralsam2", "paper")
+    cfg["task"] = "refavs"
+    missing = AuralSAM2.missing_weights(cfg)
+    assert len(missing) == 3 and missing[0].startswith("sam2.checkpoint")
+    assert any("vggish" in m for m in missing) and any("distilroberta" in m for m in missing)
+    cfg["task"] = "ms3"
+    assert len(AuralSAM2.missing_weights(cfg)) == 2
+    assert AuralSAM2.missing_weights(load_config("auralsam2", "cpu-small")) == []
 
 
 def test_switches_and_ablation_keys() -> None:

@@ -40,3 +40,13 @@ def input_enabled(cfg: dict, kind: str) -> bool:
         return False
     value = cfg.get(kind, True)
     return value not in (False, "off", "false", "no")
+
+
+def encoder_weights_missing(encoder: str, overrides, key: str):
+    from avsbench_kit.features.base import build_encoder
+    from avsbench_kit.features.encoders.handcrafted import ParameterFreeEncoder
+
+    enc = build_encoder(encoder, tuple(overrides))
+    if enc.weights or isinstance(enc, ParameterFreeEncoder):
+        return None
+    return f"{key}: weights=<local dir or hub id> ({encoder} pretrained weights)"

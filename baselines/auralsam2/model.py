@@ -28,6 +28,8 @@ from baselines.common.sam2_wrapper import ImageFeatures, SAM2Wrapper, check_imag
 LEVELS = ("fpn0", "fpn1", "fpn2")
 COND_FRAMES = ("middle", "first", "last")
 DECODE_MODES = ("iou_select", "iou_occ_select")
+#: tasks whose samples carry a referring expression (None: a model built outside a run, e.g. tests)
+TEXT_TASKS = ("refavs", None)
 
 
 def _choice(value: Any, key: str, choices: tuple) -> Any:
@@ -82,7 +84,8 @@ class AuralSAM2(Baseline):
         super().__init__(cfg)
         check_image_size(cfg["image_size"])
         self.use_audio = input_enabled(cfg, "audio")
-        self.use_text = input_enabled(cfg, "text")
+        # text tokens exist only where the task has expressions (Ref-AVS); AVSBench runs audio only
+        self.use_text = input_enabled(cfg, "text") and cfg.get("task") in TEXT_TASKS
         feats, fz, tr = cfg["features"], cfg["fuser"], cfg["tracking"]
         self.features_cfg = feats
         fuser_cfg = FuserConfig(
@@ -118,7 +121,7 @@ class AuralSAM2(Baseline):
             torch.manual_seed(int(cfg.get("seed", 0)))  # the fuser is a function of the config
             self.sam = SAM2Wrapper(sam_cfg["config"], sam_cfg.get("checkpoint"), cfg["image_size"],
                                    init_seed=int(sam_cfg["init_seed"]),
-                                   require_checkpoint=bool(sam_cfg["require_checkpoint"]))
+                                   require_checkpoint=bool(cfg["require_weights"]))
             self.fuser = AuralFuser(fuser_cfg)
             proj = fz["audio_proj"]
             _choice(proj, "fuser.audio_proj", ("auto", "linear"))
@@ -185,18 +188,22 @@ class AuralSAM2(Baseline):
     def checkpoints(self) -> dict[str, str]:
         return {"sam2": self.sam.checkpoint} if self.sam.checkpoint else {}
 
-    def missing_weights(self) -> list[str]:
-        missing = []
-        if self.sam_cfg["require_checkpoint"] and not self.sam.checkpoint:
-            missing.append(f"sam2.checkpoint (SAM2 {self.sam_cfg['config']} .pt)")
-        if self.sam_cfg["require_checkpoint"]:  # the paper preset: real audio/text encoders too
-            for kind in ("audio", "text"):
-                if kind == "audio" and not self.use_audio or kind == "text" and not self.use_text:
-                    continue
-                over = [o for o in self.features_cfg.get(f"{kind}_overrides") or () if o.startswith("weights=")]
-                if not over or over[-1] == "weights=":
-                    name = self.features_cfg[kind]
-                    missing.append(f"features.{kind}_overrides weights= ({name} pretrained weights)")
+    @classmethod
+    def missing_weights(cls, cfg: dict[str, Any]) -> list[str]:
+        """With ``require_weights``: SAM2, and the VGGish / DistilRoBERTa encoders the run reads."""
+        if not cfg.get("require_weights"):
+            return []
+        from baselines.auralsam2._contract import encoder_weights_missing
+
+        missing = [] if cfg["sam2"].get("checkpoint") else [f"sam2.checkpoint (SAM2 {cfg['sam2']['config']} .pt)"]
+        feats = cfg["features"]
+        used = {"audio": input_enabled(cfg, "audio"),
+                "text": input_enabled(cfg, "text") and cfg.get("task") in TEXT_TASKS}
+        for kind in ("audio", "text"):
+            need = encoder_weights_missing(feats[kind], feats.get(f"{kind}_overrides") or (),
+                                           f"features.{kind}_overrides")
+            if used[kind] and need:
+                missing.append(need)
         return missing
 
     def param_groups(self) -> list[ParamGroup]:
@@ -238,9 +245,6 @@ class AuralSAM2(Baseline):
         mask = batch["features"].get(f"{f['text']}_mask")
         text = batch["features"][f["text"]].float().to(device)
         mask = torch.ones(text.shape[:2], dtype=torch.bool, device=device) if mask is None else mask.bool().to(device)
-        if not bool((mask.sum(1) > 2).any()):
-            # no sample of the batch has an expression (AVSBench): audio only, as the paper there
-            return audio, keep
         return torch.cat([audio, self.text_proj(text)], 1), torch.cat([keep, mask], 1)
 
     def forward(self, batch: dict) -> BaselineOutput:
