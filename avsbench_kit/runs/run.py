@@ -206,7 +206,8 @@ def predict(model, batch_iter: Iterable[dict]) -> Iterator[tuple[dict, Any]]:
         model.eval()
     with torch.no_grad():
         for batch in batch_iter:
-            yield batch, model(batch)
+            out = model(batch)
+            yield batch, getattr(out, "logits", out)  # interim (auralsam2) until Contract v2
 
 
 def evaluate(model, manifest, split: str, protocols: list[str], batch_iter: Iterable[dict],
@@ -274,7 +275,9 @@ def build_model(req: RunRequest, cfg: dict[str, Any]):
 
     load_plugins()
     seed_everything(int(cfg.get("seed", 0)))
-    return BASELINES.get(req.baseline).from_config(cfg)
+    from avsbench_kit.data.datasets import DATASETS
+
+    return BASELINES.get(req.baseline).from_config({**cfg, "task": DATASETS.get(req.dataset).task})
 
 
 def execute(req: RunRequest, home: str | Path | None = None, *, progress: bool = True,

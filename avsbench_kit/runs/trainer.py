@@ -330,6 +330,11 @@ class Trainer:
     def _optimizer(self):
         import torch
 
+        groups = getattr(self.model, "param_groups", None)  # interim (auralsam2) until Contract v2
+        if callable(groups):
+            return torch.optim.AdamW([{"params": g.params, "weight_decay": self.cfg.weight_decay
+                                       if g.weight_decay is None else g.weight_decay} for g in groups()],
+                                     lr=self.cfg.lr)
         return torch.optim.AdamW(self.params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
 
     def _payload(self, opt, state: dict[str, Any], result: FitResult) -> dict[str, Any]:
@@ -383,6 +388,7 @@ class Trainer:
                         break
                     logits = self.model(batch)
                     loss = self.model.loss(logits, batch)
+                    loss = loss["total"] if isinstance(loss, dict) else loss  # interim until Contract v2
                     value = float(loss.detach())
                     if not _all_true(math.isfinite(value), d):
                         raise TrainingDiverged(

@@ -110,13 +110,15 @@ def decode_injected(sam: SAM2Wrapper, image_embed: torch.Tensor, high_res: list[
 def propagate(sam: SAM2Wrapper, frames: Sequence[ImageFeatures], injections: Mapping[int, Injection],
               *, cond_frames: Sequence[int], multimask: bool = True,
               output_size: int | tuple[int, int] | None = None,
-              object_score: bool = False) -> TrackOutput:
+              object_score: bool = False, memory_grad: bool = True) -> TrackOutput:
     """SAM2's tracking loop without prompts: conditioning frames first, then the rest in order.
 
     Each frame's image embedding is conditioned on the memories of the frames done before it
     (memory attention), decoded with its injection, and its chosen mask goes through the memory
     encoder. ``object_score``: frames with a negative object score get SAM2's "no object" logits
     (-1024) before memory encoding and output (off in AuralSAM2's released decode).
+    ``memory_grad=False`` runs memory attention and the memory encoder without gradients (the loss
+    then reaches the prompts through each frame's own decoder call only: cheaper, not SAM2Train).
     """
     m = sam.model
     t_total = len(frames)
@@ -131,10 +133,11 @@ def propagate(sam: SAM2Wrapper, frames: Sequence[ImageFeatures], injections: Map
         seq = top.flatten(2).permute(2, 0, 1)
         pos = m.image_encoder.neck.position_encoding(top).to(top.dtype).flatten(2).permute(2, 0, 1)
         is_cond = t in conds
-        pix = m._prepare_memory_conditioned_features(
-            frame_idx=t, is_init_cond_frame=is_cond, current_vision_feats=[seq],
-            current_vision_pos_embeds=[pos], feat_sizes=[(h, w)], output_dict=memory,
-            num_frames=t_total)
+        with torch.set_grad_enabled(memory_grad and torch.is_grad_enabled()):
+            pix = m._prepare_memory_conditioned_features(
+                frame_idx=t, is_init_cond_frame=is_cond, current_vision_feats=[seq],
+                current_vision_pos_embeds=[pos], feat_sizes=[(h, w)], output_dict=memory,
+                num_frames=t_total)
         _, high_res = sam.decoder_inputs(feats, add_no_mem_embed=False)
         out = decode_injected(sam, pix, high_res, injections.get(t, Injection()), multimask=multimask,
                               output_size=output_size)
@@ -144,14 +147,16 @@ def propagate(sam: SAM2Wrapper, frames: Sequence[ImageFeatures], injections: Map
             out = DecoderOutput(torch.where(present[:, 0], out.masks, torch.full_like(out.masks, -1024.0)),
                                 low, out.low_res_multimasks, out.ious, out.object_score_logits,
                                 out.best_token)
-        hi = F.interpolate(out.low_res_masks, size=(sam.image_size, sam.image_size), mode="bilinear",
-                           align_corners=False)
-        maskmem, maskmem_pos = m._encode_new_memory(
-            current_vision_feats=[seq], feat_sizes=[(h, w)], pred_masks_high_res=hi,
-            object_score_logits=out.object_score_logits, is_mask_from_pts=False)
+        with torch.set_grad_enabled(memory_grad and torch.is_grad_enabled()):
+            hi = F.interpolate(out.low_res_masks, size=(sam.image_size, sam.image_size), mode="bilinear",
+                               align_corners=False)
+            maskmem, maskmem_pos = m._encode_new_memory(
+                current_vision_feats=[seq], feat_sizes=[(h, w)], pred_masks_high_res=hi,
+                object_score_logits=out.object_score_logits, is_mask_from_pts=False)
+            ptr = sam.object_pointer(out)
         key = "cond_frame_outputs" if is_cond else "non_cond_frame_outputs"
         memory[key][t] = {"maskmem_features": maskmem, "maskmem_pos_enc": maskmem_pos,
-                          "obj_ptr": sam.object_pointer(out), "pred_masks": out.low_res_masks}
+                          "obj_ptr": ptr, "pred_masks": out.low_res_masks}
         results[t] = out
     seq_out = [results[t] for t in range(t_total)]
     return TrackOutput(

@@ -101,6 +101,7 @@ class AuralSAM2(Baseline):
         cond_index(self.eval_cond, 5, "tracking.eval_cond_frame")
         self.multimask = bool(tr["multimask"])
         self.object_score = bool(tr["object_score"])
+        self.memory_grad = bool(tr["memory_grad"])
         self.decode_mode = _choice(cfg["decode_mode"], "decode_mode", DECODE_MODES)
         lw = cfg["loss"]
         self.loss_weights = MultiStepWeights(float(lw["focal_weight"]), float(lw["dice_weight"]),
@@ -261,7 +262,7 @@ class AuralSAM2(Baseline):
         key = "tracking.train_cond_frame" if self.training else "tracking.eval_cond_frame"
         tr = propagate(self.sam, frames, injections, cond_frames=[cond_index(rule, t, key)],
                        multimask=self.multimask, output_size=self.output_size,
-                       object_score=self.object_score)
+                       object_score=self.object_score, memory_grad=self.memory_grad)
         logits = tr.masks
         if self.decode_mode == "iou_occ_select":
             logits = torch.where(tr.object_score_logits[..., None, None] > 0, logits,
@@ -277,7 +278,8 @@ class AuralSAM2(Baseline):
         multi = aux["low_res_multimasks"]
         b, t, m = multi.shape[:3]
         size = (self.sam.image_size, self.sam.image_size)  # SAM2 computes it at its input size
-        target = masks_at(batch["masks"].to(multi.device), size)
+        # binary target: soft MS3 grey levels at 0.5, AVSS class maps class-agnostically (> 0)
+        target = (masks_at(batch["masks"].to(multi.device), size) > 0.5).float()
         weight = batch["annotated"].to(multi.device).float() / b  # sum over frames / number of clips
         up = nn.functional.interpolate(multi.flatten(0, 1), size=size, mode="bilinear", align_corners=False)
         parts = multistep_mask_loss(up, aux["ious"].flatten(0, 1), aux["object_scores"].flatten(0, 1),
