@@ -2,32 +2,47 @@
 
 The toolkit calls :func:`register` through the ``avsbench_kit.plugins`` entry point; a third-party
 package adds its own methods the same way (an entry point in that group whose module has a
-``register(registry)`` function). Register lazily (``"module:Class"``) so listing stays fast.
-
-Registry metadata: ``task`` (comma-separated dataset tasks), ``paper``, ``configs`` (preset names),
-``config_dir`` (which ``baselines/<dir>/configs/`` holds them) and ``preset_overrides`` (overrides
-that define the entry, applied and enforced by :func:`baselines.configs.load_config`).
+``register(registry)`` function calling ``registry.add_spec(BaselineSpec(...))``). Targets are
+``"module:Class"`` strings, imported only when a model is built, so listing stays fast.
 """
 
 from __future__ import annotations
 
+from avsbench_kit.baseline_spec import BaselineSpec
+
+_AV2T_PAPER = "AV2T-SAM: Audio Visual Segmentation Through Text Embeddings (K. Lee et al.; code bok-bok/AV2T-SAM)"
+#: tiny AV2T-SAM for the conformance test (cpu-small at 64 px with a 1-layer frozen text encoder)
+_AV2T_TINY = ("image_size=64", "output_size=32", "text_encoder.kind=transformer",
+              "text_encoder.transformer.hidden=32", "text_encoder.transformer.layers=1",
+              "text_encoder.transformer.heads=2", "fused_dim=32")
+_REFERENCE = ("s4", "ms3", "refavs", "avss")
 _AURALSAM2_PAPER = ("AuralSAM2: Enabling SAM2 Hear Through Pyramid Audio-Visual Feature Prompting "
                     "(Y. Liu et al., arXiv 2506.01015; code yyliu01/AuralSAM2)")
-_AV2T_PAPER = "AV2T-SAM: Audio Visual Segmentation Through Text Embeddings (K. Lee et al.; code bok-bok/AV2T-SAM)"
+#: tiny AuralSAM2 for the conformance test (64 px, one visual block on the finest level only)
+_AURALSAM2_TINY = ("image_size=64", "output_size=32", "fuser.visual_blocks=[1,0,0]", "fuser.audio_blocks=1",
+                   "fuser.sr_ratio=1")
 
 
 def register(registry) -> None:
     """Add this package's baselines to the toolkit's baseline registry."""
-    registry.add("av2t", "baselines.av2t.model:AV2TSAM", task="s4,ms3", paper=_AV2T_PAPER,
-                 configs=("cpu-small", "paper"), config_dir="av2t", preset_overrides=(),
-                 description="CLAP⊙CLIP -> pseudo text tokens -> frozen text encoder -> SAM2 prompt")
-    registry.add("probe-clip-only", "baselines.av2t.model:AV2TSAM", task="s4,ms3",
-                 paper=_AV2T_PAPER + " — vision-only ablation (Tab. 2)",
-                 configs=("cpu-small", "paper"), config_dir="av2t",
-                 preset_overrides=("prompt_feature=clip",),
-                 description="AV2T-SAM prompted by CLIP image features only: no audio at all")
-    registry.add("auralsam2", "baselines.auralsam2.model:AuralSAM2", task="s4,ms3,refavs,avss",
-                 paper=_AURALSAM2_PAPER, configs=("cpu-small", "paper"), config_dir="auralsam2",
-                 preset_overrides=(),
-                 description="frozen SAM2 + AuralFuser pyramid prompts in the mask decoder + AudioCon, "
-                             "tracked without prompts")
+    registry.add_spec(BaselineSpec(
+        name="av2t", target="baselines.av2t.model:AV2TSAM", tasks=("s4", "ms3"), modalities=("audio", "image"),
+        paper=_AV2T_PAPER, presets=("cpu-small", "paper"), config_dir="av2t", tiny=_AV2T_TINY,
+        description="CLAP⊙CLIP -> pseudo text tokens -> frozen text encoder -> SAM2 prompt"))
+    registry.add_spec(BaselineSpec(
+        name="probe-clip-only", target="baselines.av2t.model:AV2TSAM", tasks=("s4", "ms3"), modalities=("image",),
+        paper=_AV2T_PAPER + " — vision-only ablation (Tab. 2)", presets=("cpu-small", "paper"), config_dir="av2t",
+        preset_overrides=("prompt_feature=clip",), tiny=_AV2T_TINY,
+        description="AV2T-SAM prompted by CLIP image features only: no audio at all"))
+    registry.add_spec(BaselineSpec(
+        name="auralsam2", target="baselines.auralsam2.model:AuralSAM2", tasks=("s4", "ms3", "refavs", "avss"),
+        modalities=("audio", "image", "text"), paper=_AURALSAM2_PAPER, presets=("cpu-small", "paper"),
+        config_dir="auralsam2", tiny=_AURALSAM2_TINY,
+        description="frozen SAM2 + AuralFuser pyramid prompts in the mask decoder + AudioCon, tracked without prompts"))
+    for kind, what in (("empty", "background everywhere"), ("full", "foreground everywhere"),
+                       ("gt", "the ground truth itself (an oracle that checks the scoring path)")):
+        registry.add_spec(BaselineSpec(
+            name=kind, target="baselines.reference.model:ReferencePredictor", tasks=_REFERENCE, modalities=(),
+            paper="reference predictor", presets=("default",), default_preset="default", config_dir="reference",
+            trains=False, outputs=("binary",) if kind == "full" else ("semantic", "binary"),
+            description=f"no features, no training: {what}"))

@@ -11,8 +11,8 @@ import torch
 from avsbench_kit.errors import ConfigError
 from baselines.auralsam2.fuser import AuralFuser, BiFusion, FuserConfig
 from baselines.auralsam2.inject import Injection, decode_injected, propagate
-from baselines.auralsam2.losses import (AudioConConfig, audiocon_loss, dice_loss, multistep_mask_loss,
-                                        sample_pixels, sigmoid_focal_loss)
+from baselines.auralsam2.losses import AudioConConfig, audiocon_loss, sample_pixels
+from baselines.common.losses import multistep_mask_loss
 from baselines.configs import load_config
 from baselines.common.sam2_wrapper import ImageFeatures
 
@@ -144,38 +144,6 @@ def test_tracking_order_and_memory(model) -> None:
 
 
 # ---- losses ----------------------------------------------------------------------------------------
-def test_focal_and_dice_by_hand() -> None:
-    x = torch.tensor([[[2.0, -1.0], [0.0, 3.0]]])
-    y = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
-    p = torch.sigmoid(x)
-    ce = -(y * p.log() + (1 - y) * (1 - p).log())
-    pt = p * y + (1 - p) * (1 - y)
-    focal = ((0.25 * y + 0.75 * (1 - y)) * ce * (1 - pt) ** 2).mean()
-    assert torch.allclose(sigmoid_focal_loss(x, y), focal.view(1))
-    dice = 1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
-    assert torch.allclose(dice_loss(x, y), dice.view(1))
-
-
-def test_multistep_best_candidate_and_empty_frames() -> None:
-    target = torch.zeros(2, 8, 8)
-    target[0, 2:6, 2:6] = 1  # frame 1 has an empty GT
-    good = torch.where(target[0] > 0, 8.0, -8.0)
-    cands = torch.stack([-good, good, torch.zeros(8, 8)])[None].repeat(2, 1, 1, 1)
-    ious = torch.tensor([[0.0, 1.0, 0.5], [0.2, 0.2, 0.2]])
-    obj = torch.tensor([3.0, -3.0])
-    out = multistep_mask_loss(cands, ious, obj, target, torch.ones(2))
-    f = sigmoid_focal_loss(good, target[0])
-    assert torch.allclose(out["focal"], 20 * f)  # the best candidate (1) of frame 0 only
-    assert torch.allclose(out["dice"], dice_loss(good, target[0]))
-    expected_obj = torch.nn.functional.binary_cross_entropy_with_logits(obj, torch.tensor([1.0, 0.0]),
-                                                                        reduction="sum")
-    assert torch.allclose(out["object_score"], expected_obj)  # empty frames still teach "no object"
-    assert torch.allclose(out["iou"], (ious[0] - torch.tensor([0.0, 1.0, 0.0])).abs().mean())
-    assert torch.allclose(out["total"], out["focal"] + out["dice"] + out["iou"] + out["object_score"])
-    half = multistep_mask_loss(cands, ious, obj, target, torch.tensor([0.5, 0.0]))
-    assert torch.allclose(half["focal"], out["focal"] / 2) and half["object_score"] < out["object_score"]
-
-
 def test_hard_easy_sampling() -> None:
     label = torch.zeros(100, dtype=torch.bool)
     label[:30] = True
@@ -212,9 +180,18 @@ def test_forward_loss_and_gradients(model) -> None:
     out = model(batch)
     assert out.logits.shape == (2, 5, 224, 224)
     assert out.aux["ious"].shape == (2, 5, 3) and out.aux["object_scores"].shape == (2, 5)
+    batch["annotated"][1, 3:] = False
     losses = model.loss(out, batch)
-    assert set(losses) == {"total", "focal", "dice", "iou", "object_score", "audiocon"}
+    assert set(losses) == {"total", "focal", "dice", "iou", "class", "audiocon"}
     assert torch.isfinite(losses["total"])
+    # SAM2's loss on the annotated frames at image_size², summed over frames / number of clips
+    ann = batch["annotated"]
+    up = torch.nn.functional.interpolate(out.aux["low_res_multimasks"][ann], size=(S, S), mode="bilinear")
+    gt = torch.nn.functional.interpolate(batch["masks"], size=(S, S), mode="nearest")[ann]
+    ref = multistep_mask_loss(up, out.aux["ious"][ann], out.aux["object_scores"][ann][:, None], gt,
+                              supervise_all_iou=True, num_objects=2)
+    assert torch.allclose(losses["focal"], ref["focal"]) and torch.allclose(losses["class"], ref["class"])
+    assert torch.allclose(losses["total"], ref["total"] + losses["audiocon"])
     model.zero_grad()
     losses["total"].backward()
     for n, p in model.named_parameters():

@@ -11,13 +11,14 @@ import torch
 from avsbench_kit.errors import ConfigError, DataError
 from baselines.av2t.heads import AdapterGenerator, PromptFeature, PseudoTokens, text_hidden_fcs
 from baselines.av2t.model import AV2TSAM
+from baselines.base import BaselineOutput
 from baselines.av2t.text_prompt import build_text_encoder
 from baselines.common.sam2_wrapper import hiera_block_dims
 from baselines.configs import load_config
 
 B, T, A_DIM, V_DIM = 2, 3, 32, 24
 # the paper's encoders (cpu-small's default stand-ins are swapped back to CLAP/CLIP here)
-SMALL = ["features.audio=clap", "features.image=clip", "text_encoder.kind=transformer", "text_encoder.hidden=64", "text_encoder.layers=1",
+SMALL = ["features.audio=clap", "features.image=clip", "text_encoder.kind=transformer", "text_encoder.transformer.hidden=64", "text_encoder.transformer.layers=1",
          "image_size=128", "output_size=64", f"dims.audio={A_DIM}", f"dims.image={V_DIM}"]
 
 
@@ -50,6 +51,10 @@ def batch(model: AV2TSAM) -> dict:
             "frames": frames}
 
 
+def total(model: AV2TSAM, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    return model.loss(BaselineOutput(logits), batch)["total"]
+
+
 def without(batch: dict, *names: str) -> dict:
     out = {**batch, "features": {k: v for k, v in batch["features"].items() if k not in names}}
     return out
@@ -58,27 +63,27 @@ def without(batch: dict, *names: str) -> dict:
 def test_forward_shapes_and_annotated_only_training(model: AV2TSAM, batch: dict) -> None:
     model.eval()
     with torch.no_grad():
-        logits = model(batch)
+        logits = model(batch).logits
     assert logits.shape == (B, T, 64, 64) and logits.dtype == torch.float32
     assert torch.isfinite(logits).all() and (logits != 0).flatten(2).any(-1).all()
     model.train()
-    train_logits = model(batch)
+    train_logits = model(batch).logits
     ann = batch["annotated"]
     assert (train_logits[~ann] == 0).all()  # S4: only the annotated frame is run
     assert torch.allclose(train_logits[ann], logits[ann], atol=1e-5)  # heads have no dropout
-    loss = model.loss(train_logits, batch)
+    loss = model.loss(BaselineOutput(train_logits), batch)["total"]
     assert loss.ndim == 0 and torch.isfinite(loss)
     model.eval()
 
 
 def test_loss_uses_annotated_frames_only(model: AV2TSAM, batch: dict) -> None:
     with torch.no_grad():
-        logits = model(batch)
+        logits = model(batch).logits
         flipped = {**batch, "masks": batch["masks"].clone()}
         flipped["masks"][0, 1:] = 1 - flipped["masks"][0, 1:]  # frames 2-3 of clip a: unannotated
-        assert torch.equal(model.loss(logits, batch), model.loss(logits, flipped))
+        assert torch.equal(total(model, logits, batch), total(model, logits, flipped))
         flipped["masks"][0, 0] = 1 - flipped["masks"][0, 0]
-        assert not torch.equal(model.loss(logits, batch), model.loss(logits, flipped))
+        assert not torch.equal(total(model, logits, batch), total(model, logits, flipped))
 
 
 def test_loss_decreases_when_overfitting_one_batch(batch: dict) -> None:
@@ -88,7 +93,7 @@ def test_loss_decreases_when_overfitting_one_batch(batch: dict) -> None:
     losses = []
     for _ in range(8):
         opt.zero_grad()
-        loss = m.loss(m(batch), batch)
+        loss = m.loss(m(batch), batch)["total"]
         loss.backward()
         opt.step()
         losses.append(loss.item())
@@ -103,10 +108,10 @@ def test_clip_only_probe_ignores_audio_and_full_model_does_not(model: AV2TSAM, b
     assert [r.encoder for r in probe.feature_requests()] == ["clip", "sam2_image"]
     other_audio = {**batch, "features": {**batch["features"], "clap": -batch["features"]["clap"]}}
     with torch.no_grad():
-        p = probe(batch)
-        assert torch.equal(p, probe(other_audio))
-        assert torch.equal(p, probe(without(batch, "clap")))  # it never reads audio at all
-        full_a, full_b = model(batch), model(other_audio)
+        p = probe(batch).logits
+        assert torch.equal(p, probe(other_audio).logits)
+        assert torch.equal(p, probe(without(batch, "clap")).logits)  # it never reads audio at all
+        full_a, full_b = model(batch).logits, model(other_audio).logits
     assert (full_a - full_b).abs().max() > 1e-4
     with pytest.raises(DataError, match="clap"):
         model(without(batch, "clap"))
@@ -116,7 +121,7 @@ def test_clap_only_ablation_ignores_image_features(batch: dict) -> None:
     m = build("prompt_feature=clap")
     other = {**batch, "features": {**batch["features"], "clip": torch.zeros(B, T, V_DIM)}}
     with torch.no_grad():
-        assert torch.equal(m(batch), m(other))
+        assert torch.equal(m(batch).logits, m(other).logits)
     assert [r.encoder for r in m.feature_requests()] == ["clap", "sam2_image"]
 
 
@@ -167,7 +172,7 @@ def test_adapters_add_per_block_heads_and_get_gradients(batch: dict) -> None:
     m.train()
     small = {**without(batch, "sam2_image"), "annotated": torch.tensor([[True, False, False],
                                                                          [False, False, False]])}
-    m.loss(m(small), small).backward()
+    m.loss(m(small), small)["total"].backward()
     grads = [p.grad for p in m.adapters.parameters()]
     assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
     assert all(p.grad is None for p in m.sam.image_encoder.parameters())
@@ -175,8 +180,8 @@ def test_adapters_add_per_block_heads_and_get_gradients(batch: dict) -> None:
 
 def test_cached_features_and_frames_give_identical_logits(model: AV2TSAM, batch: dict) -> None:
     with torch.no_grad():
-        cached = model({k: v for k, v in batch.items() if k != "frames"})
-        from_frames = model(without(batch, "sam2_image"))
+        cached = model({k: v for k, v in batch.items() if k != "frames"}).logits
+        from_frames = model(without(batch, "sam2_image")).logits
     assert torch.equal(cached, from_frames)
 
 
@@ -234,13 +239,13 @@ def test_text_encoders() -> None:
         out_a = minilm(a)
         assert out_a.shape == (2, 384) and torch.equal(out_a, minilm(a))
         assert (out_a - minilm(b)).abs().max() > 1e-3
-    rand = build_text_encoder({"kind": "transformer", "hidden": 32, "layers": 1, "heads": 4, "seed": 3})
-    same = build_text_encoder({"kind": "transformer", "hidden": 32, "layers": 1, "heads": 4, "seed": 3})
+    rand = build_text_encoder({"kind": "transformer", "transformer": {"hidden": 32, "layers": 1, "heads": 4, "seed": 3}})
+    same = build_text_encoder({"kind": "transformer", "transformer": {"hidden": 32, "layers": 1, "heads": 4, "seed": 3}})
     x = torch.randn(2, 3, 32, generator=g)
     with torch.no_grad():
         assert torch.equal(rand(x), same(x))  # random init is a function of the seed
     with pytest.raises(ConfigError, match="beit3") as err:
-        build_text_encoder({"kind": "beit3", "checkpoint": None})
+        build_text_encoder({"kind": "beit3", "beit3": {"checkpoint": None}})
     assert "torchscale" in str(err.value) + err.value.hint
     assert "minilm" in err.value.hint
     with pytest.raises(ConfigError, match="unknown text_encoder.kind"):
@@ -260,10 +265,10 @@ def test_bn_l2_feature_norm_standardises_with_running_stats(batch: dict) -> None
     # constant offsets shared by every clip (an anisotropic encoder) are removed in training mode
     shifted = {**batch, "features": {**batch["features"],
                                      "clap": batch["features"]["clap"] + 100.0}}
-    assert torch.allclose(m(batch), m(shifted), atol=1e-3)
+    assert torch.allclose(m(batch).logits, m(shifted).logits, atol=1e-3)
     m.eval()
     with torch.no_grad():
-        assert torch.isfinite(m(batch)).all()
+        assert torch.isfinite(m(batch).logits).all()
     assert build().fusion.audio_bn is None  # the paper's plain L2 by default
     with pytest.raises(ConfigError, match="feature_norm"):
         build("feature_norm=layer")

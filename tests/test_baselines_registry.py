@@ -25,11 +25,13 @@ def test_registry_resolves_av2t_and_the_probe() -> None:
 
     assert BASELINES.get("av2t") is AV2TSAM
     assert BASELINES.get("probe-clip-only") is AV2TSAM  # same class, its own config preset
-    assert BASELINES.meta("probe-clip-only")["preset_overrides"] == ("prompt_feature=clip",)
+    assert BASELINES.spec("probe-clip-only").preset_overrides == ("prompt_feature=clip",)
+    assert BASELINES.spec("probe-clip-only").modalities == ("image",)
+    assert BASELINES.spec("av2t").modalities == ("audio", "image")
     for name in ("av2t", "probe-clip-only"):
-        meta = BASELINES.meta(name)
-        assert meta["task"] and meta["paper"]
-        assert list(meta["configs"]) == preset_names(name) == ["cpu-small", "paper"]
+        spec = BASELINES.spec(name)
+        assert spec.tasks == ("s4", "ms3") and spec.paper
+        assert list(spec.presets) == preset_names(name) == ["cpu-small", "paper"]
     with pytest.raises(RegistryError, match="unknown baseline"):
         BASELINES.get("av2t-sam")
 

@@ -135,3 +135,76 @@ def test_duplicate_requests_rejected(s4):
     with pytest.raises(ConfigError):
         next(feature_batches(manifest, "val", [VGG, FeatureRequest("vggish")], batch_size=2, shuffle=False,
                              seed=0, home=home))
+
+
+@pytest.fixture(scope="module")
+def avss(tmp_path_factory):
+    """A prepared synth-avss (5-frame v1s/v1m and 10-frame v2 clips in every split) with caches."""
+    from test_synth_avss import only_avss
+
+    from avsbench_kit.data.prepare import prepare
+    from avsbench_kit.data.synth import generate
+
+    tmp = tmp_path_factory.mktemp("avss")
+    generate(tmp / "synth", overrides=only_avss({"v1s": (1, 1, 2), "v1m": (0, 0, 1), "v2": (1, 1, 1)}), progress=False)
+    manifest = prepare("synth-avss", tmp / "synth", home=tmp / "home")
+    ensure_caches(manifest, [VGG, TEXT], tmp / "home", progress=False)
+    return manifest, tmp / "home"
+
+
+def test_clips_of_different_length_are_padded_in_time(avss):
+    manifest, home = avss
+    rows = manifest.rows("test")
+    assert sorted(r["num_frames"] for r in rows) == [5, 5, 5, 10]
+    (batch,) = feature_batches(manifest, "test", [VGG, TEXT], batch_size=4, shuffle=False, seed=0, home=home,
+                               with_frames=True)
+    single = next(feature_batches(manifest, "test", [TEXT], batch_size=1, shuffle=False, seed=0, home=home))
+    assert batch["masks"].shape == (4, 10, 224, 224) and batch["frames"].shape == (4, 10, 3, 224, 224)
+    assert batch["annotated"].shape == (4, 10) and batch["features"]["vggish"].shape == (4, 10, 128)
+    assert batch["is_null"].dtype == torch.bool and not batch["is_null"].any()
+    assert batch["num_frames"].tolist() == [r["num_frames"] for r in rows]
+    ds = AVSDataset(manifest, "test", audio=None)
+    enc = build_encoder("vggish", VGG.overrides)
+    wav = AVSDataset(manifest, "test", load_frames=False, load_masks=False, audio="wav")
+    for i, row in enumerate(rows):
+        n = row["num_frames"]
+        item = ds[i]
+        assert torch.equal(batch["masks"][i, :n], item["masks"].float())
+        assert torch.equal(batch["frames"][i, :n], item["frames"])
+        assert batch["annotated"][i, :n].all() and not batch["annotated"][i, n:].any()
+        assert not batch["masks"][i, n:].any() and not batch["frames"][i, n:].any()
+        a = wav[i]
+        (direct,) = enc.encode([{"audio": a["audio"], "sample_rate": a["sample_rate"], "num_frames": n}])
+        np.testing.assert_allclose(batch["features"]["vggish"][i, :n].numpy(), direct["emb"], rtol=1e-5, atol=1e-6)
+        assert not batch["features"]["vggish"][i, n:].any()
+    assert batch["masks"][:, :5].amax() > 1  # class ids, not a binary mask
+    # per-sample text tokens are stacked as they are, never padded to the clip length
+    text = batch["features"]["distilroberta"]
+    assert text.shape == (4, 25, 64) and batch["features"]["distilroberta_mask"].shape == (4, 25)
+    assert torch.equal(text[0], single["features"]["distilroberta"][0])
+    # v1s train: one annotated frame, padded with the v2 clip next to it
+    (train,) = feature_batches(manifest, "train", [VGG], batch_size=2, shuffle=False, seed=0, home=home)
+    assert train["annotated"].tolist() == [[True] + [False] * 9, [True] * 10]
+
+
+def test_per_frame_feature_longer_than_the_clip_sets_the_length(avss):
+    """VGGish padded to 10 examples (official AVSS audio): the 5-frame clips' masks follow it."""
+    manifest, home = avss
+    ten = FeatureRequest("vggish", ("shard_size=2", "num_examples=10"))
+    ensure_caches(manifest, [ten], home, progress=False)
+    rows = manifest.rows("test")
+    first = next(feature_batches(manifest, "test", [ten], batch_size=2, shuffle=False, seed=0, home=home))
+    assert [rows[i]["num_frames"] for i in range(2)] == [5, 5]  # a batch of 5-frame clips only
+    assert first["features"]["vggish"].shape == (2, 10, 128) and first["masks"].shape == (2, 10, 224, 224)
+    assert first["annotated"][:, 5:].sum() == 0 and first["annotated"][:, :5].all()
+    assert first["num_frames"].tolist() == [5, 5]  # the clips' real length, not the batch's
+
+
+def test_is_null_comes_from_the_manifest(refavs):
+    manifest, home = refavs
+    for split in ("train", "test_n", "test_s"):
+        rows = manifest.rows(split)
+        got = [v for b in feature_batches(manifest, split, [TEXT], batch_size=3, shuffle=False, seed=0, home=home,
+                                          with_masks=False) for v in b["is_null"].tolist()]
+        assert got == [bool(r["is_null"]) for r in rows]
+    assert any(r["is_null"] for r in manifest.rows("test_n"))

@@ -117,5 +117,6 @@ def test_cli_help_imports_no_heavy_library():
 def test_ls_datasets_lists_registry(tmp_path, capsys):
     assert main(["ls", "datasets", "--home", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    for name in ("avsbench-s4", "avsbench-ms3", "avss", "refavs", "synth-s4", "synth-ms3", "synth-refavs"):
+    for name in ("avsbench-s4", "avsbench-ms3", "avss", "refavs", "synth-s4", "synth-ms3", "synth-refavs",
+                 "synth-avss"):
         assert name in out

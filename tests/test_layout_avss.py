@@ -79,7 +79,7 @@ def test_missing_and_bad_inputs(tmp_path):
 def test_label2idx_must_have_71_entries(tmp_path):
     root = make_avss_tree(tmp_path, small_avss_rows()[:1])
     (root / "label2idx.json").write_text(json.dumps({"background": 0, "dog": 1}))
-    with pytest.raises(DataError, match="has 2 entries; AVSS has 71"):
+    with pytest.raises(DataError, match="has 2 entries; avss has 71 .70 classes"):
         build_avss(root, SPEC)
     (root / "label2idx.json").write_text("{not json")
     with pytest.raises(DataError, match="label2idx.json is not readable JSON"):

@@ -24,61 +24,11 @@ from avsbench_kit.errors import ConfigError, NotPreparedError, RegistryError
 from avsbench_kit.plugins import BASELINES, load_plugins
 from avsbench_kit.runs.run import RunRequest, execute, resolve_config
 from avsbench_kit.runs.store import RunStore
-from baselines.base import Baseline, feature_request, masks_at
+from tiny_baseline import TinySeg, register_tiny
 
 TINY_SYNTH = ["s4.clips.train=8", "s4.clips.val=4", "s4.clips.test=4", "ms3.clips.train=4", "ms3.clips.val=4",
               "ms3.clips.test=4", "refavs.clips.train=4", "refavs.clips.val=4", "refavs.clips.test_s=4",
               "refavs.clips.test_u=4", "refavs.nulls.train=1", "refavs.nulls.val=1", "refavs.nulls.test_n=2"]
-TINY_CFG = {"name": "tiny-seg", "seed": 0, "output_size": 32, "width": 32,
-            "train": {"epochs": 3, "batch_size": 4, "lr": 0.05, "val_every": 1}}
-
-
-class TinySeg(Baseline):
-    """CLIP feature per frame -> a 32x32 logit map (a learnt bias map + a linear read-out)."""
-
-    name = "tiny-seg"
-    kill_after: int | None = None  # raise KeyboardInterrupt after this many training forwards
-    calls = 0
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        size = self.output_size
-        self.bias = nn.Parameter(torch.zeros(*size))
-        self.read = nn.Linear(cfg["width"], size[0] * size[1])
-
-    def feature_requests(self):
-        return [feature_request("clip")]
-
-    def forward(self, batch):
-        if self.training:
-            TinySeg.calls += 1
-            if TinySeg.kill_after is not None and TinySeg.calls > TinySeg.kill_after:
-                raise KeyboardInterrupt("simulated kill")
-        x = batch["features"]["clip"]
-        b, t, _ = x.shape
-        return self.read(x).view(b, t, *self.output_size) + self.bias
-
-    def loss(self, logits, batch):
-        ann = batch["annotated"].bool()
-        target = masks_at(batch["masks"], tuple(logits.shape[-2:]))
-        return nn.functional.binary_cross_entropy_with_logits(logits[ann], target[ann])
-
-
-def tiny_config(name, preset, overrides):
-    from avsbench_kit.config import apply_overrides
-
-    if preset != "default":
-        raise ConfigError(f"no preset {preset!r}")
-    return apply_overrides(TINY_CFG, list(overrides))
-
-
-def register_tiny() -> None:
-    load_plugins()
-    if "tiny-seg" not in BASELINES:
-        BASELINES.add("tiny-seg", TinySeg, task="s4,ms3", paper="test fixture", configs=("default",),
-                      config_loader=tiny_config)
-
-
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
     from avsbench_kit.data.prepare import prepare
@@ -191,8 +141,9 @@ def test_missing_caches_name_the_extract_command(home, tmp_path):
 def test_bad_requests_are_user_errors(home):
     with pytest.raises(RegistryError):
         execute(_req("dataset=synth-s5"), home, progress=False, say=lambda m: None)
-    with pytest.raises(ConfigError):  # tiny-seg is registered for s4/ms3 only
-        execute(_req("dataset=synth-refavs"), home, progress=False, say=lambda m: None)
+    with pytest.raises(ConfigError, match="handles tasks"):  # av2t is registered for s4/ms3 only
+        execute(RunRequest.parse(["baseline=av2t", "dataset=synth-refavs"]), home, progress=False,
+                say=lambda m: None)
     assert main(["run", "baseline=tiny-seg", "config=nope", "--home", str(home)]) == 2
     assert main(["run", "baseline=nope", "--home", str(home)]) == 2
 
@@ -200,7 +151,8 @@ def test_bad_requests_are_user_errors(home):
 _KILL_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
-from test_runs_run import register_tiny, _req
+from tiny_baseline import register_tiny
+from test_runs_run import _req
 from avsbench_kit.runs.run import execute
 register_tiny()
 execute(_req("train.epochs=4", "seed=11", "train.checkpoint_every=1"), {home!r}, progress=False, say=lambda m: None)

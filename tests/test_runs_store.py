@@ -9,7 +9,7 @@ import pytest
 
 from avsbench_kit.cli.main import main
 from avsbench_kit.errors import AvsKitError, DataError
-from avsbench_kit.runs.record import RunRecord, new_run_id, seedless_hash
+from avsbench_kit.runs.record import SCHEMA_VERSION, RunRecord, new_run_id, seedless_hash
 from avsbench_kit.runs.store import RunNotFoundError, RunStore
 from test_runs_fakes import T0, make_record
 
@@ -35,7 +35,7 @@ def test_record_roundtrip_and_flat_metrics(tmp_path):
     assert back.flat_metrics() == {"test/avsbench-v1/mIoU": 0.5, "test/avsbench-v1/F": 0.6,
                                    "val/avsbench-v1/mIoU": 0.4}
     on_disk = json.loads((tmp_path / rec.run_id / "record.json").read_text())
-    assert on_disk["schema_version"] == 1 and on_disk["status"] == "complete"
+    assert on_disk["schema_version"] == SCHEMA_VERSION == 2 and on_disk["status"] == "complete"
 
 
 def test_newer_schema_is_refused(tmp_path):

@@ -247,7 +247,9 @@ def test_builder_manifests_load_and_round_trip_through_shards(tmp_path, name):
 # ---- on a (tiny) SynthAVS tree ------------------------------------------------------------------
 _TINY_SYNTH = [f"{t}.clips.{s}=4" for t in ("s4", "ms3") for s in ("train", "val", "test")] + [
     f"refavs.clips.{s}=4" for s in ("train", "val", "test_s", "test_u")
-] + ["refavs.nulls.train=1", "refavs.nulls.val=1", "refavs.nulls.test_n=4"]
+] + ["refavs.nulls.train=1", "refavs.nulls.val=1", "refavs.nulls.test_n=4"] + [
+    f"avss.clips.{sub}.{s}={n}" for sub, n in (("v1s", 2), ("v1m", 1), ("v2", 1)) for s in ("train", "val", "test")
+]
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +265,8 @@ def synth_tree(tmp_path_factory):
 
 @pytest.mark.parametrize("name,sub,split", [("synth-s4", "Single-source", "test"),
                                             ("synth-ms3", "Multi-sources", "val"),
-                                            ("synth-refavs", "REFAVS", "test_n")])
+                                            ("synth-refavs", "REFAVS", "test_n"),
+                                            ("synth-avss", "avs_released", "train")])
 def test_synthavs_loads_and_round_trips(synth_tree, tmp_path, name, sub, split):
     from avsbench_kit.data.prepare import prepare
 
@@ -277,7 +280,7 @@ def test_synthavs_loads_and_round_trips(synth_tree, tmp_path, name, sub, split):
         assert got["key"] == want["key"]
         for key in ("frames", "masks", "annotated", "audio"):
             assert torch.equal(got[key], want[key]), key
-        assert set(torch.unique(want["masks"]).tolist()) <= {0.0, 1.0}
+        assert set(torch.unique(want["masks"]).tolist()) <= ({0.0, 1.0} if name != "synth-avss" else set(range(11)))
         # null expressions have empty GT; every other sample shows its object somewhere
         assert bool(want["masks"].any()) != want["is_null"]
         assert want["frames"].shape[-2:] == (64, 64) and want["audio"].shape[0] in (1, 2)

@@ -23,7 +23,10 @@ TINY = [
     "ms3.clips.train=4", "ms3.clips.val=4", "ms3.clips.test=8",
     "refavs.clips.train=6", "refavs.clips.val=2", "refavs.clips.test_s=3", "refavs.clips.test_u=3",
     "refavs.nulls.train=2", "refavs.nulls.val=1", "refavs.nulls.test_n=4",
-]
+    "avss.clips.v1s.train=2", "avss.clips.v1s.val=1", "avss.clips.v1s.test=1", "avss.clips.v1m.train=1",
+    "avss.clips.v1m.val=1", "avss.clips.v1m.test=1", "avss.clips.v2.train=1", "avss.clips.v2.val=1",
+    "avss.clips.v2.test=1",
+]  # the AVSS subset's own tests: test_synth_avss.py
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
@@ -299,10 +302,14 @@ def test_clip_content_independent_of_other_clips(tmp_path):
     base = ["ms3.clips.train=0", "ms3.clips.val=0", "ms3.clips.test=0", "refavs.clips.train=0",
             "refavs.clips.val=0", "refavs.clips.test_s=0", "refavs.clips.test_u=0", "refavs.nulls.train=0",
             "refavs.nulls.val=0", "refavs.nulls.test_n=0", "s4.clips.val=0", "s4.clips.test=0"]
-    a = tree_hashes_of(tmp_path / "a", base + ["s4.clips.train=2"])
-    b = tree_hashes_of(tmp_path / "b", base + ["s4.clips.train=3", "ms3.clips.val=1"])
+    base += [f"avss.clips.{sub}.{split}=0" for sub in ("v1s", "v1m", "v2") for split in ("train", "val", "test")]
+    a = tree_hashes_of(tmp_path / "a", base + ["s4.clips.train=2", "avss.clips.v2.train=1"])
+    b = tree_hashes_of(tmp_path / "b", base + ["s4.clips.train=3", "ms3.clips.val=1", "avss.clips.v2.train=2",
+                                               "avss.clips.v1m.val=1"])
     clip_files = [k for k in a if "synth-s4-train-000" in k]
     assert len(clip_files) == 2 * 7 and all(a[k] == b[k] for k in clip_files)
+    avss_files = [k for k in a if "synth-avss-v2-train-0000" in k]
+    assert len(avss_files) == 10 + 10 + 1 and all(a[k] == b[k] for k in avss_files)
 
 
 def tree_hashes_of(out: Path, overrides: list[str]) -> dict[str, str]:
@@ -373,3 +380,7 @@ def test_small_preset_counts(tmp_path):
     for split in ("val", "test_s", "test_u", "test_n"):
         assert sum(r["split"] == split for r in ref) % 4 == 0, split
     assert sum(r["split"] == "test_n" for r in ref) == cfg["refavs"]["nulls"]["test_n"]
+    avss = read_csv(out / "avs_released" / "metadata.csv")
+    for subset, clips in cfg["avss"]["clips"].items():
+        for split, n in clips.items():
+            assert sum(r["label"] == subset and r["split"] == split for r in avss) == n

@@ -38,20 +38,19 @@ def ls_datasets(home: Optional[Path] = HomeOption) -> None:
 
 @app.command("baselines")
 def ls_baselines() -> None:
-    """Registered baselines (ours and plugins'): name, task, paper, config presets."""
+    """Registered baselines (ours and plugins'): name, tasks, inputs read, paper, config presets."""
     from rich.table import Table
 
     from avsbench_kit.plugins import BASELINES, load_plugins
 
     load_plugins()
     table = Table(title="baselines", title_justify="left")
-    for col in ("name", "task", "paper", "configs"):
+    for col in ("name", "tasks", "reads", "paper", "configs"):
         table.add_column(col, overflow="fold")
     for name in BASELINES.names():
-        meta = BASELINES.meta(name)
-        configs = meta.get("configs", ())
-        table.add_row(name, str(meta.get("task", "")), str(meta.get("paper", "")),
-                      ", ".join(configs) if isinstance(configs, (list, tuple)) else str(configs))
+        spec = BASELINES.spec(name)
+        table.add_row(name, ",".join(spec.tasks), ",".join(spec.modalities) or "-", spec.paper,
+                      ", ".join(spec.presets))
     console.print(table)
 
 

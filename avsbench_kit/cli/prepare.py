@@ -9,7 +9,7 @@ import typer
 
 from avsbench_kit.cli.common import HomeOption, console, print_manifest_summary
 
-SYNTH_SUBSETS = ("synth-s4", "synth-ms3", "synth-refavs")
+SYNTH_SUBSETS = ("synth-s4", "synth-ms3", "synth-refavs", "synth-avss")
 
 
 def register(app: typer.Typer) -> None:
@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         help=(
             "Prepare a dataset: read its official layout, validate it, write a fingerprinted manifest.\n\n"
             "DATASET is one of `avskit ls datasets`, or `synth` to generate the embedded SynthAVS "
-            "benchmark (then prepare synth-s4, synth-ms3 and synth-refavs from it). "
+            "benchmark (then prepare synth-s4, synth-ms3, synth-refavs and synth-avss from it). "
             "Extra key=value arguments override the SynthAVS preset (e.g. s4.clips.train=40)."
         ),
     )(prepare_command)

@@ -38,18 +38,21 @@ def annotated_frames(subset: str, split: str) -> list[bool]:
     return [True] * n
 
 
-def check_label2idx(root: Path) -> None:
-    """The class table must be a JSON object/list of 71 entries (the official code asserts it)."""
+def check_label2idx(root: Path, spec: DatasetSpec) -> None:
+    """The class table must be a JSON object/list of ``spec.num_classes`` entries (71 for AVSS):
+    the official code sizes its palette by it and asserts the two agree."""
     path = root / LABEL2IDX
+    expected = spec.num_classes or NUM_CLASSES
+    hint = "restore it from the official AVSS release" if not spec.synthetic else "regenerate it: `avskit prepare synth`"
     try:
         table = json.loads(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path} is not readable JSON ({exc})", hint="restore it from the official AVSS release") from None
-    if not isinstance(table, (dict, list)) or len(table) != NUM_CLASSES:
+        raise DataError(f"{path} is not readable JSON ({exc})", hint=hint) from None
+    if not isinstance(table, (dict, list)) or len(table) != expected:
         size = len(table) if isinstance(table, (dict, list)) else type(table).__name__
         raise DataError(
-            f"{path} has {size} entries; AVSS has {NUM_CLASSES} (70 classes + background)",
-            hint="restore it from the official AVSS release",
+            f"{path} has {size} entries; {spec.name} has {expected} ({expected - 1} classes + background)",
+            hint=hint,
         )
 
 
@@ -78,7 +81,7 @@ def build_avss(root: Path, spec: DatasetSpec) -> ManifestBuild:
     """``metadata.csv`` + ``label2idx.json`` + ``v1s|v1m|v2/<uid>/`` -> one row per clip."""
     root = Path(root)
     table = read_csv(root / METADATA, required=REQUIRED)
-    check_label2idx(root)
+    check_label2idx(root, spec)
     cols = {c: table.col(c) for c in REQUIRED}
     obj_col = table.header.index("a_obj") if "a_obj" in table.header else None
     checker = MediaChecker(root)

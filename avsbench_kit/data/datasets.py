@@ -23,6 +23,7 @@ class DatasetSpec:
     source: str  # where the official release comes from
     layout: str  # one-line summary of the expected layout
     synthetic: bool = False
+    num_classes: int = 0  # semantic tasks (avss): classes incl. background = entries of label2idx.json
 
     def find_root(self, root: Path) -> Path:
         """``root`` itself if it holds the marker, else ``root/subdir``; otherwise a clear error."""
@@ -32,10 +33,10 @@ class DatasetSpec:
                 return candidate
         if not root.exists():
             raise DataError(f"{root} does not exist", hint=f"pass --root pointing at {self.layout}")
-        raise DataError(
-            f"{root} is not a {self.name} root (no {self.marker} in it or in {self.subdir}/)",
-            hint=f"expected layout: {self.layout}",
-        )
+        hint = f"expected layout: {self.layout}"
+        if self.synthetic:  # e.g. a SynthAVS tree generated before this subset existed
+            hint = f"regenerate SynthAVS (delete {root}, then `avskit prepare synth`); {hint}"
+        raise DataError(f"{root} is not a {self.name} root (no {self.marker} in it or in {self.subdir}/)", hint=hint)
 
     def default_raw_root(self, home: str | Path | None = None) -> Path:
         return raw_dir(self.name, home)
@@ -105,16 +106,20 @@ for _name, _synth in (("refavs", False), ("synth-refavs", True)):
             synthetic=_synth,
         )
     )
-_add(
-    DatasetSpec(
-        name="avss",
-        task="avss",
-        splits=("train", "val", "test"),
-        builder="avsbench_kit.data.avss:build_avss",
-        marker="label2idx.json",
-        subdir="avs_released",
-        description="AVSBench-semantic (v1s, v1m, v2): 70 classes + background",
-        source=_AVSBENCH_SOURCE,
-        layout=_AVSS_LAYOUT,
+for _name, _synth in (("avss", False), ("synth-avss", True)):
+    _add(
+        DatasetSpec(
+            name=_name,
+            task="avss",
+            splits=("train", "val", "test"),
+            builder="avsbench_kit.data.avss:build_avss",
+            marker="label2idx.json",
+            subdir="avs_released",
+            description=("SynthAVS AVSBench-semantic layout (v1s, v1m, v2): 10 classes + background" if _synth
+                         else "AVSBench-semantic (v1s, v1m, v2): 70 classes + background"),
+            source="`avskit prepare synth`" if _synth else _AVSBENCH_SOURCE,
+            layout=_AVSS_LAYOUT,
+            synthetic=_synth,
+            num_classes=11 if _synth else 71,
+        )
     )
-)

@@ -1,8 +1,10 @@
 """SynthAVS: a small audio-visual segmentation benchmark generated from a seed, written in the
-*official* S4, MS3 and Ref-AVS layouts so the real-benchmark loaders read it unchanged.
+*official* S4, MS3, Ref-AVS and AVSBench-semantic layouts so the real-benchmark loaders read it
+unchanged.
 
 The world (classes, sounds, drawing) lives in ``synth_world``, the scene samplers in
-``synth_scenes``; this module resolves the config, renders every clip and writes the files.
+``synth_scenes``, the AVSS label set and metadata in ``synth_avss``; this module resolves the
+config, renders every clip and writes the files.
 Output is byte-deterministic for a (seed, config): every clip has its own RNG seeded from
 (seed, subset, split, index), and nothing time- or machine-dependent is written.
 """
@@ -27,7 +29,7 @@ from avsbench_kit.config import apply_overrides, config_hash, load_preset
 from avsbench_kit.errors import ConfigError, DataError
 
 #: bump when the same (seed, config) would produce different bytes
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: + the AVSBench-semantic subset (avs_released/)
 REFAVS_SPLITS = ("train", "val", "test_s", "test_u")
 NULL_SPLITS = ("train", "val", "test_n")
 
@@ -63,6 +65,14 @@ def validate_config(cfg: dict[str, Any]) -> None:
         if v and not cfg["refavs"]["clips"][host]:
             raise bad(f"refavs.nulls.{split}={v}", f"null expressions need {host} clips to point at",
                       f"set refavs.clips.{host} > 0 or refavs.nulls.{split}=0")
+    from avsbench_kit.data.synth_avss import SPLITS, SUBSETS
+
+    for subset in SUBSETS:
+        for split in SPLITS:
+            v = cfg["avss"]["clips"][subset][split]
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0 or v > 100_000:
+                raise bad(f"avss.clips.{subset}.{split}={v!r}", "must be an integer in [0, 100000]",
+                          f"e.g. avss.clips.{subset}.{split}=8")
 
     def int_range(key: str, lo_min: int, hi_max: int) -> None:
         sub, leaf = key.split(".")
@@ -96,12 +106,15 @@ def validate_config(cfg: dict[str, Any]) -> None:
     int_range("ms3.objects", 2, 6)
     int_range("refavs.objects", 1, min(6, seen))
     int_range("refavs.expressions", 1, 8)
-    for key in ("s4.radius", "ms3.radius", "refavs.radius"):
+    int_range("avss.objects", 2, 6)
+    for key in ("s4.radius", "ms3.radius", "refavs.radius", "avss.radius"):
         float_range(key, 8.0, 80.0)
     float_range("motion.speed", 0.0, 200.0)
     unit("ms3.twin_prob")
     unit("refavs.twin_prob")
     unit("refavs.silent_prob", 0.0, 0.9)
+    unit("avss.twin_prob")
+    unit("avss.silent_prob", 0.0, 0.9)
     unit("audio.object_rms", 0.001, 0.2)
     unit("audio.noise_rms", 0.0, 0.05)
     unit("audio.pitch_jitter", 0.0, 0.1)
@@ -242,6 +255,21 @@ def _write_refavs(tree: _Tree, scene, rng, cfg, null_folders: list[str]) -> None
             tree.put(f"REFAVS/gt_mask/{folder}/fid_0/0000{s}.png", black)
 
 
+def _write_avss(tree: _Tree, subset: str, scene, rng, cfg) -> None:
+    """Frames, audio and the label maps the official GT flags call for (v1s train: frame 0 only)."""
+    from avsbench_kit.data.avss import annotated_frames
+    from avsbench_kit.data.synth_avss import ROOT, label_map, to_rgb, uid
+    from avsbench_kit.data.synth_world import wav_bytes
+
+    frames, parts, pcm = _render_clip(scene, rng, cfg)
+    base = f"{ROOT}/{subset}/{uid(scene)}"
+    for s, (frame, annotated) in enumerate(zip(frames, annotated_frames(subset, scene.split))):
+        tree.put(f"{base}/frames/{s}.jpg", _jpg(frame))
+        if annotated:
+            tree.put(f"{base}/labels_rgb/{s}.png", _png(to_rgb(label_map(scene, parts[s], s))))
+    tree.put(f"{base}/audio.wav", wav_bytes(pcm))
+
+
 # ------------------------------------------------------------------------------------- sampling
 
 
@@ -280,7 +308,21 @@ def _sample_all(seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
             host = hosts[int(rng.integers(len(hosts)))][0]
             nulls[split].append((host, null_expression(rng, host, seen)))
     _align_batches(ref, nulls, int(cfg["refavs"]["expressions"][0]))
-    return {"s4": s4, "ms3": ms3, "refavs": ref, "nulls": nulls}
+    return {"s4": s4, "ms3": ms3, "refavs": ref, "nulls": nulls, "avss": _sample_avss(seed, cfg)}
+
+
+def _sample_avss(seed: int, cfg: dict[str, Any]) -> list[tuple[str, Any, np.random.Generator]]:
+    """``[(subset, scene, rng)]`` in metadata order: subsets v1s, v1m, v2; splits train, val, test."""
+    from avsbench_kit.data.synth_avss import SPLITS, SUBSETS, clip_name
+    from avsbench_kit.data.synth_scenes import avss_scene
+
+    out = []
+    for subset in SUBSETS:
+        for split in SPLITS:
+            for i in range(cfg["avss"]["clips"][subset][split]):
+                rng = clip_rng(seed, f"avss-{subset}", split, i)
+                out.append((subset, avss_scene(rng, cfg, subset, clip_name(subset, split, i), split, i), rng))
+    return out
 
 
 def _align_batches(ref: dict[str, list], nulls: dict[str, list], e_min: int, batch: int = 4) -> None:
@@ -335,7 +377,8 @@ def _identity(info: dict[str, Any]) -> tuple[Any, ...]:
     return (info.get("generator_version"), info.get("seed"), info.get("config_hash"))
 
 
-_MARKERS = ("Single-source/s4_meta_data.csv", "Multi-sources/ms3_meta_data.csv", "REFAVS/metadata.csv")
+_MARKERS = ("Single-source/s4_meta_data.csv", "Multi-sources/ms3_meta_data.csv", "REFAVS/metadata.csv",
+            "avs_released/metadata.csv", "avs_released/label2idx.json")
 
 
 def _existing(out: Path, ours: dict[str, Any]) -> str | None:
@@ -367,8 +410,10 @@ def _existing(out: Path, ours: dict[str, Any]) -> str | None:
 
 
 def _counts_text(c: dict[str, Any]) -> str:
+    avss = c["avss_clips"]
     return (f"S4 {c['s4_clips']} clips, MS3 {c['ms3_clips']} clips, Ref-AVS {c['refavs_clips']} clips / "
-            f"{c['refavs_expressions']} expressions ({c['refavs_null']} null)")
+            f"{c['refavs_expressions']} expressions ({c['refavs_null']} null), AVSS {sum(avss.values())} clips "
+            f"({', '.join(f'{k} {v}' for k, v in avss.items())})")
 
 
 def _clean_stale(out: Path) -> None:
@@ -391,12 +436,13 @@ def generate(
     overrides: list[str] | tuple = (),
     progress: bool | None = None,
 ) -> str:
-    """Write SynthAVS (S4, MS3 and Ref-AVS in their official layouts) to ``out``; return a summary.
+    """Write SynthAVS (S4, MS3, Ref-AVS and AVSS in their official layouts) to ``out``; return a summary.
 
     Atomic: everything is written into a temporary sibling directory renamed to ``out`` at the
     end. Idempotent: an ``out`` holding the same (seed, config) is kept; another config is a
     DataError. ``progress`` None = show a bar when stderr is a terminal.
     """
+    from avsbench_kit.data import synth_avss
     from avsbench_kit.data.synth_world import world_json
     from avsbench_kit.progress import track
 
@@ -430,10 +476,12 @@ def generate(
         "refavs_expressions": len(rows),
         "refavs_null": sum(1 for r in rows if str(r[1]).startswith("null_")),
         "refavs_rows_per_split": {s: sum(1 for r in rows if r[2] == s) for s in (*REFAVS_SPLITS, "test_n")},
+        "avss_clips": {sub: sum(1 for s, _, _ in plan["avss"] if s == sub) for sub in ("v1s", "v1m", "v2")},
     }
     unseen = list(cfg["refavs"]["unseen"])
     info["world"] = {**world_json(), "refavs_unseen": unseen,
-                     "refavs_seen": [c["name"] for c in world_json()["classes"] if c["name"] not in unseen]}
+                     "refavs_seen": [c["name"] for c in world_json()["classes"] if c["name"] not in unseen],
+                     "avss_label2idx": synth_avss.class_ids()}
 
     out.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(out)
@@ -448,20 +496,25 @@ def generate(
         tree.put("Multi-sources/ms3_meta_data.csv",
              _csv([("video_id", "split")] + [(sc.name, sc.split) for sc, _ in plan["ms3"]]))
         tree.put("REFAVS/metadata.csv", _csv([("vid", "uid", "split", "fid", "exp")] + rows))
+        tree.put(f"{synth_avss.ROOT}/metadata.csv", _csv(synth_avss.metadata_rows(plan["avss"])))
+        tree.put(f"{synth_avss.ROOT}/label2idx.json", synth_avss.label2idx_json())
         jobs = ([("s4", p) for p in plan["s4"]] + [("ms3", p) for p in plan["ms3"]]
-                + [("refavs", p) for p in ref_scenes])
+                + [("refavs", p) for p in ref_scenes] + [(sub, (sc, rng)) for sub, sc, rng in plan["avss"]])
         for kind, (scene, rng) in track(jobs, "SynthAVS clips", unit="clips", enabled=show):
             if kind == "s4":
                 _write_s4(tree, scene, rng, cfg)
             elif kind == "ms3":
                 _write_ms3(tree, scene, rng, cfg)
-            else:
+            elif kind == "refavs":
                 _write_refavs(tree, scene, rng, cfg, null_folders.get(scene.name, []))
+            else:
+                _write_avss(tree, kind, scene, rng, cfg)
         scenes_doc = {
             "s4": [sc.to_json() for sc, _ in plan["s4"]],
             "ms3": [sc.to_json() for sc, _ in plan["ms3"]],
             "refavs": [sc.to_json() for sc, _ in ref_scenes],
             "refavs_null": [{"split": s, "host": h.name, **e.to_json()} for s in NULL_SPLITS for h, e in plan["nulls"][s]],
+            "avss": [{"subset": sub, "uid": synth_avss.uid(sc), **sc.to_json()} for sub, sc, _ in plan["avss"]],
         }
         tree.put("synth_scenes.json", (json.dumps(scenes_doc, indent=1, sort_keys=True) + "\n").encode())
         tree.put("synth.json", (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())

@@ -78,9 +78,14 @@ def s4_scene(rng: np.random.Generator, cfg: dict[str, Any], name: str, split: st
 
     Classes cycle with the clip index, so every split is class-balanced.
     """
+    return _single_source(rng, cfg["s4"], _speed(cfg), name, split, index)
+
+
+def _single_source(rng: np.random.Generator, sub: dict[str, Any], speed: tuple[float, float], name: str,
+                   split: str, index: int) -> Scene:
     cls = CLASSES[index % len(CLASSES)].name
     seconds = 5
-    track = sample_track(rng, cls, _radius(cfg["s4"]), _speed(cfg))
+    track = sample_track(rng, cls, _radius(sub), speed)
     on = np.ones((1, seconds), bool)
     return Scene(name, split, seconds, [track], on.copy(), on.copy())
 
@@ -122,12 +127,16 @@ def ms3_scene(rng: np.random.Generator, cfg: dict[str, Any], name: str, split: s
     When a look-alike pair is present, some second has exactly one of the two sounding, so
     appearance alone cannot tell which object to segment.
     """
-    sub = cfg["ms3"]
+    return _multi_source(rng, cfg["ms3"], _speed(cfg), name, split)
+
+
+def _multi_source(rng: np.random.Generator, sub: dict[str, Any], speed: tuple[float, float], name: str,
+                  split: str) -> Scene:
     seconds = 5
     lo, hi = (int(v) for v in sub["objects"])
     n = int(rng.integers(lo, hi + 1))
     classes, twin = _pick_classes(rng, n, [c.name for c in CLASSES], float(sub["twin_prob"]))
-    tracks = [sample_track(rng, c, _radius(sub), _speed(cfg)) for c in classes]
+    tracks = [sample_track(rng, c, _radius(sub), speed) for c in classes]
     for _ in range(_MAX_TRIES):
         sounding = np.stack([_markov_flags(rng, seconds) for _ in tracks])
         if _ms3_ok(sounding, classes, twin):
@@ -147,6 +156,42 @@ def _ms3_ok(sounding: np.ndarray, classes: list[str], twin: tuple[str, str] | No
         if not (sounding[a] ^ sounding[b]).any():
             return False  # some second where exactly one look-alike sounds
     return True
+
+
+# ----------------------------------------------------------------------------------------- AVSS
+
+
+def avss_scene(rng: np.random.Generator, cfg: dict[str, Any], subset: str, name: str, split: str,
+               index: int) -> Scene:
+    """A clip of the AVSBench-semantic subset ``subset``, built like its official counterpart.
+
+    v1s: one object sounding all 5 s (classes cycle with the index, as S4); v1m: 2-4 objects, only
+    some sounding, the sounding set changing (as MS3); v2: see :func:`_avss_v2`.
+    """
+    sub, speed = cfg["avss"], _speed(cfg)
+    if subset == "v1s":
+        return _single_source(rng, sub, speed, name, split, index)
+    if subset == "v1m":
+        return _multi_source(rng, sub, speed, name, split)
+    if subset == "v2":
+        return _avss_v2(rng, sub, speed, name, split)
+    raise ValueError(f"unknown AVSS subset {subset!r}")
+
+
+def _avss_v2(rng: np.random.Generator, sub: dict[str, Any], speed: tuple[float, float], name: str,
+             split: str) -> Scene:
+    """10 s with one to ``objects[1]`` objects (v2 mixes single- and multi-source clips); objects may
+    enter late or leave early and each sounds in one segment or stays silent; someone always sounds."""
+    seconds = 10
+    hi = int(sub["objects"][1])
+    for _ in range(_MAX_TRIES):
+        n = int(rng.integers(1, hi + 1))
+        classes, _twin = _pick_classes(rng, n, [c.name for c in CLASSES], float(sub["twin_prob"]))
+        tracks = [sample_track(rng, c, _radius(sub), speed) for c in classes]
+        visible, sounding = _refavs_schedule(rng, n, seconds, float(sub["silent_prob"]))
+        if sounding.any():
+            return Scene(name, split, seconds, tracks, visible, sounding)
+    raise RuntimeError(f"could not sample a v2 scene with a sounding object for {name}")  # pragma: no cover
 
 
 # -------------------------------------------------------------------------------------- Ref-AVS

@@ -2,13 +2,17 @@
 
 Contract (shared with the baselines and the trainer)::
 
-    {"key": [sample keys], "masks": float32 [B, T, H, W], "annotated": bool [B, T],
-     "features": {name: tensor, ...}, "frames": float32 [B, T, 3, H, W] (optional)}
+    {"key": [sample keys], "is_null": bool [B], "num_frames": int64 [B], "masks": float32 [B, T, H, W],
+     "annotated": bool [B, T], "features": {name: tensor, ...}, "frames": float32 [B, T, 3, H, W] (optional)}
 
 Per-frame encoders give ``[B, T, ...]``; text encoders ``[B, L, D]`` plus ``name_mask`` ``[B, L]``
 (and ``name_pooled`` ``[B, D]`` when the encoder has one); ``sam2_image`` a dict
-``{level: float32 [B, T, C, h, w]}`` (float16 on disk). Clips of different lengths in one batch
-are zero-padded in time with ``annotated`` False.
+``{level: float32 [B, T, C, h, w]}`` (float16 on disk). ``is_null``: the manifest's flag (Ref-AVS
+null expressions, whose GT is empty); ``num_frames``: each clip's real length. Clips of different
+lengths in one batch (AVSS v1s/v1m 5 frames next to v2 10) are zero-padded in time to the
+longest: masks (class 0 for AVSS), frames, ``annotated`` (False, so padded steps are never
+trained or scored) and every per-frame feature (a field whose shape starts with "T").
+Per-sample fields (text tokens, pooled vectors) are not time-padded.
 
 Every cache is checked before use: its index must name this manifest's fingerprint and the
 requested encoder's fingerprint, and every shard's bytes are hashed when they are read. A missing
@@ -128,14 +132,18 @@ def missing_cache_error(manifest: Any, enc: Encoder, split: str, root: Path, com
 
 
 def _stack(arrays: list[np.ndarray], what: str) -> np.ndarray:
-    """Stack equal shapes; zero-pad the leading (time) axis when only it differs."""
-    first = arrays[0].shape
-    if all(a.shape == first for a in arrays):
+    """Stack equal shapes; zero-pad the leading axis (e.g. tokens) when only it differs."""
+    if all(a.shape == arrays[0].shape for a in arrays):
         return np.stack(arrays)
+    return _pad_time(arrays, max(a.shape[0] if a.ndim else 0 for a in arrays), what)
+
+
+def _pad_time(arrays: list[np.ndarray], length: int, what: str) -> np.ndarray:
+    """Stack per-frame arrays ``[T_i, ...]`` into ``[B, length, ...]``, zeros after each T_i."""
+    first = arrays[0].shape
     if any(a.ndim != len(first) or a.shape[1:] != first[1:] for a in arrays):
         raise DataError(f"{what}: shapes {sorted({a.shape for a in arrays})} cannot be batched",
                         hint="resize frames with image_size=N, or use batch_size=1")
-    length = max(a.shape[0] for a in arrays)
     out = np.zeros((len(arrays), length) + first[1:], dtype=arrays[0].dtype)
     for i, a in enumerate(arrays):
         out[i, : a.shape[0]] = a
@@ -186,6 +194,7 @@ def feature_batches(
     epoch: int = 0,
     drop_last: bool = False,
     shuffle_window: int = 4,
+    pin_memory: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Batches of one split (see the module docstring for the dict).
 
@@ -219,7 +228,8 @@ def feature_batches(
             idx = order[start:start + batch_size]
             if drop_last and len(idx) < batch_size:
                 break
-            yield _batch([rows[i] for i in idx], idx, views, dataset, with_frames, with_masks, torch)
+            batch = _batch([rows[i] for i in idx], idx, views, dataset, with_frames, with_masks, torch)
+            yield _pinned(batch) if pin_memory else batch
         if not (shuffle and resampled):
             return
         current += 1
@@ -227,20 +237,32 @@ def feature_batches(
 
 def _batch(rows: list[dict[str, Any]], idx: list[int], views: list[CacheView], dataset: Any,
            with_frames: bool, with_masks: bool, torch: Any) -> dict[str, Any]:
-    batch: dict[str, Any] = {"key": [r["sample_key"] for r in rows]}
+    batch: dict[str, Any] = {"key": [r["sample_key"] for r in rows],
+                             "is_null": torch.tensor([bool(r["is_null"]) for r in rows], dtype=torch.bool),
+                             "num_frames": torch.tensor([int(r["num_frames"]) for r in rows], dtype=torch.int64)}
+    entries = {view.label: [view.get(r) for r in rows] for view in views}
+    per_frame = {(view.label, name) for view in views for name, spec in view.fields.items()
+                 if list(spec["shape"])[:1] == ["T"]}
+    # the batch's time axis: the longest clip, or a longer per-frame feature (e.g. VGGish padded to
+    # 10 examples as official AVSS does), so masks, frames and features always line up
+    length = max([int(r["num_frames"]) for r in rows]
+                 + [np.shape(e[name])[0] for label, name in per_frame for e in entries[label]])
     annotated = [np.asarray(r["annotated"], dtype=bool) for r in rows]
     if dataset is not None:
         items = [dataset[i] for i in idx]
         if with_masks:
-            batch["masks"] = _tensor(_stack([np.asarray(it["masks"], dtype=np.float32) for it in items], "masks"))
+            batch["masks"] = _tensor(_pad_time([np.asarray(it["masks"], dtype=np.float32) for it in items], length,
+                                               "masks"))
         if with_frames:
-            batch["frames"] = _tensor(_stack([np.asarray(it["frames"], dtype=np.float32) for it in items], "frames"))
-    batch["annotated"] = torch.from_numpy(_stack(annotated, "annotated"))
+            batch["frames"] = _tensor(_pad_time([np.asarray(it["frames"], dtype=np.float32) for it in items], length,
+                                                "frames"))
+    batch["annotated"] = torch.from_numpy(_pad_time(annotated, length, "annotated"))
     features: dict[str, Any] = {}
     for view in views:
-        entries = [view.get(r) for r in rows]
         for name, spec in view.fields.items():
-            tensor = _tensor(_stack([e[name] for e in entries], f"{view.label}.{name}"))
+            arrays, what = [e[name] for e in entries[view.label]], f"{view.label}.{name}"
+            stacked = _pad_time(arrays, length, what) if (view.label, name) in per_frame else _stack(arrays, what)
+            tensor = _tensor(stacked)
             role = spec["role"]
             if role == "primary":
                 features[view.label] = tensor
@@ -250,6 +272,17 @@ def _batch(rows: list[dict[str, Any]], idx: list[int], views: list[CacheView], d
                 features[f"{view.label}_{role}"] = tensor
     batch["features"] = features
     return batch
+
+
+def _pinned(value: Any) -> Any:
+    """Page-locked copies of a batch's tensors, so host-to-GPU copies can be non-blocking."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.pin_memory()
+    if isinstance(value, dict):
+        return {k: _pinned(v) for k, v in value.items()}
+    return value
 
 
 def ensure_caches(manifest: Any, requests: list[FeatureRequest], home: str | Path | None = None, *,

@@ -96,7 +96,8 @@ def binary_stats(logits: torch.Tensor, gt: torch.Tensor, j_logit_threshold: floa
     return BinaryStats(iou, Fn.frame_f_curves(tp, pp, cg), cg > 0, fg, pixels)
 
 
-def avss_stats(pred: torch.Tensor, gt: torch.Tensor, pad_to: Optional[int]) -> AvssStats:
+def avss_stats(pred: torch.Tensor, gt: torch.Tensor, pad_to: Optional[int],
+               num_classes: int = C.AVSS_NUM_CLASSES) -> AvssStats:
     """Statistics of one AVSS clip: ``pred`` holds the scored frames' predictions, optionally
     followed by the padded frames' predictions; missing padded predictions are class 0."""
     labels = Fn.avss_class_map(pred)
@@ -111,7 +112,7 @@ def avss_stats(pred: torch.Tensor, gt: torch.Tensor, pad_to: Optional[int]) -> A
         t = torch.cat([t, torch.zeros((total - real, *t.shape[1:]), dtype=torch.int64)])
     if labels.shape[0] < total:
         labels = torch.cat([labels, torch.zeros((total - labels.shape[0], *t.shape[1:]), dtype=torch.int64)])
-    iou, fs, present = Fn.avss_frame_scores(*Fn.avss_frame_counts(labels, t))
+    iou, fs, present = Fn.avss_frame_scores(*Fn.avss_frame_counts(labels, t, num_classes))
     return AvssStats(iou, fs, present, real, total - real)
 
 
@@ -217,11 +218,11 @@ class _ClipBinary:
 
 
 class _OfficialAvss:
-    def __init__(self, protocol: Protocol, metrics: tuple[str, ...]) -> None:
+    def __init__(self, protocol: Protocol, metrics: tuple[str, ...], num_classes: int = C.AVSS_NUM_CLASSES) -> None:
         self.p = protocol
         self.metrics = metrics
         self.batch: list[AvssStats] = []
-        self.state = Fn.AvssState()
+        self.state = Fn.AvssState(*(torch.zeros(num_classes) for _ in range(3)))
         self.batches = 0
         self.samples = 0
 
@@ -257,7 +258,8 @@ class _OfficialAvss:
             state.iou_sum += s_iou
             state.f_sum += s_f
             state.count += s_c
-        return Fn.avss_finalize(state)
+        # noBg: the official code averages classes 0..69 of 71, i.e. drops the last index
+        return Fn.avss_finalize(state, nobg_index=state.iou_sum.shape[0] - 1)
 
     def info(self) -> dict[str, Any]:
         count = self.state.count + (self._call(self.batch)[2] if self.batch else 0)
@@ -312,10 +314,13 @@ class Evaluator:
     ``pred``: binary families: logits ``[T,H,W]``; AVSS: logits ``[T,71,H,W]`` or class maps
     ``[T,H,W]`` (optionally with extra trailing frames = predictions of the padded frames).
     ``gt``: ``[T,H,W]`` ({0,1} / soft float; AVSS: class indices). ``annotated``: bool ``[T]``
-    (default all): frames that are not annotated are dropped before scoring.
+    (default all): frames that are not annotated are dropped before scoring. ``num_classes``
+    (AVSS): classes incl. background averaged over, 71 for AVSBench-semantic, the dataset's
+    ``DatasetSpec.num_classes`` otherwise (11 for synth-avss).
     """
 
-    def __init__(self, protocols: Union[ProtocolLike, Iterable[ProtocolLike]], split: str, *, null_split: bool = False) -> None:
+    def __init__(self, protocols: Union[ProtocolLike, Iterable[ProtocolLike]], split: str, *, null_split: bool = False,
+                 num_classes: int = C.AVSS_NUM_CLASSES) -> None:
         self.protocols = _resolve(protocols)
         self.family = self.protocols[0].family
         self.split = split
@@ -327,13 +332,14 @@ class Evaluator:
             if self.family == "avss":
                 if p.batch_size is None:
                     raise ValueError(f"protocol {p.name}: AVSS protocols need a batch size")
-                self._acc[p.name] = _OfficialAvss(p, m)
+                self._acc[p.name] = _OfficialAvss(p, m, num_classes)
             else:
                 self._acc[p.name] = _OfficialBinary(p, m) if p.batch_size else _ClipBinary(p, m)
         self.j_threshold = self.protocols[0].j_logit_threshold
         if any(p.j_logit_threshold != self.j_threshold for p in self.protocols):
             raise ValueError("protocols with different J thresholds cannot share an evaluator")
         self.pad_to = self.protocols[0].pad_frames_to
+        self.num_classes = int(num_classes)
         self._rows: list[dict[str, Any]] = []
         self._frames = 0
 
@@ -348,7 +354,7 @@ class Evaluator:
             real, extra = pred[:n], pred[n:]
             if keep is not None:
                 real, gt = real[keep], gt[keep]
-            return avss_stats(torch.cat([real, extra]) if extra.shape[0] else real, gt, self.pad_to)
+            return avss_stats(torch.cat([real, extra]) if extra.shape[0] else real, gt, self.pad_to, self.num_classes)
         if keep is not None:
             pred, gt = pred[keep], gt[keep]
         st = binary_stats(pred, gt, self.j_threshold, need_fg=self.family == "refavs")
@@ -598,7 +604,8 @@ def evaluate_predictions(
         )
 
     null_split = fam == "refavs" and (split == "test_n" or all(r["is_null"] for r in rows))
-    ev = Evaluator(protocols, split, null_split=null_split)
+    num_classes = spec.num_classes or C.AVSS_NUM_CLASSES
+    ev = Evaluator(protocols, split, null_split=null_split, num_classes=num_classes)
     resized = 0
     scored_as = f"{dataset} ({protocols[0].name})"
 
@@ -628,7 +635,7 @@ def evaluate_predictions(
             out = []
             for k in frames + given:
                 with _naming(row["sample_key"], k):
-                    kind, arr = P.load_avss(files[k])
+                    kind, arr = P.load_avss(files[k], num_classes)
                     arr, changed = P.fit_size(arr, size, files[k], resize, scored_as, labels=kind == "labels")
                 resized += changed
                 if kind == "logits":

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 from avsbench_kit.hashing import sha256_obj, short
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: model (describe()), init_from, probes; v1 records still load
 STATUSES = ("running", "complete", "failed")
 #: Config keys that differ between the seeds of one experiment (removed before grouping).
 SEED_KEYS = ("seed",)
@@ -75,6 +75,9 @@ class RunRecord:
     metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     selection: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)  # Baseline.describe(): backbone, checkpoints, counts
+    init_from: dict[str, Any] = field(default_factory=dict)  # warm start: source run id, config hash, fingerprint
+    probes: dict[str, Any] = field(default_factory=dict)  # avskit probe results, by probe name
     hardware: dict[str, Any] = field(default_factory=dict)
     toolkit_version: str = ""
     git_sha: str = ""

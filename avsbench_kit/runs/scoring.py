@@ -22,17 +22,6 @@ class SplitScore:
     num_samples: int
 
 
-def resolution(protocols: list[str]) -> tuple[int, int] | None:
-    """The common evaluation resolution of ``protocols`` (None = each GT's own size)."""
-    from avsbench_kit.metrics.protocols import PROTOCOLS
-
-    sizes = {PROTOCOLS.get(p).resolution for p in protocols}
-    if len(sizes) != 1:
-        raise ValueError(f"protocols {protocols} score at different resolutions {sizes}: score them separately")
-    size = sizes.pop()
-    return tuple(size) if size else None
-
-
 def null_split(manifest: Any, split: str, protocols: list[str]) -> bool:
     from avsbench_kit.metrics.protocols import PROTOCOLS
 
@@ -76,35 +65,101 @@ def save_prediction(root: Path, key: str, frames: Any, annotated: Any) -> None:
                 np.save(f, frames[k].numpy().astype(np.float16))
 
 
-def score(pairs: Iterable[tuple[dict, Any]], manifest: Any, split: str, protocols: list[str],
-          predictions_dir: Path | None = None) -> SplitScore:
-    """``pairs`` yields (batch, logits [B,T,h,w]) in manifest order; returns the split's scores."""
-    from avsbench_kit.errors import DataError
-    from avsbench_kit.metrics.evaluator import Evaluator
+def binary_view(logits, masks):
+    """AVSS class-agnostic view: GT > 0 is foreground; class logits ``[..., C, H, W]`` become the
+    log-odds of "not background" (logsumexp over classes 1.. minus class 0)."""
+    import torch
 
-    size = resolution(protocols)
-    ev = Evaluator(protocols, split, null_split=null_split(manifest, split, protocols))
-    expected = [r["sample_key"] for r in manifest.rows(split)]
-    seen = 0
-    for batch, logits in pairs:
+    if logits.dim() == masks.dim() + 1:
+        logits = torch.logsumexp(logits[..., 1:, :, :], dim=-3) - logits[..., 0, :, :]
+    return logits, (masks > 0).float()
+
+
+class Scorer:
+    """Scores a stream of (batch, logits) on one split — or on the union of several, in the given
+    order (Ref-AVS Mix) — under ``protocols``; one evaluator per evaluation resolution.
+
+    ``view="binary"`` scores AVSS data class-agnostically (:func:`binary_view`). Clips a reader
+    padded along time carry ``num_frames``; their padded frames are dropped before scoring.
+    """
+
+    def __init__(self, manifest: Any, splits: list[str], protocols: list[str], *, view: str = "native",
+                 name: str | None = None, predictions_dir: Path | None = None) -> None:
+        from avsbench_kit.metrics.evaluator import Evaluator
+        from avsbench_kit.metrics.protocols import PROTOCOLS
+
+        if view not in ("native", "binary"):
+            raise ValueError(f"view {view!r}")
+        self.name = name or "+".join(splits)
+        self.view = view
+        self.predictions_dir = Path(predictions_dir) if predictions_dir is not None else None
+        self.expected = [r["sample_key"] for split in splits for r in manifest.rows(split)]
+        null = all(null_split(manifest, split, protocols) for split in splits)
+        by_size: dict[Any, list[str]] = {}
+        for p in protocols:
+            res = PROTOCOLS.get(p).resolution
+            by_size.setdefault(tuple(res) if res else None, []).append(p)
+        self.evaluators = [(size, Evaluator(ps, self.name, null_split=null)) for size, ps in by_size.items()]
+        self.seen = 0
+
+    def feed(self, batch: dict, logits: Any) -> None:
+        from avsbench_kit.errors import DataError
+
+        logits = logits.detach().cpu()
         masks = batch["masks"]
-        target = size or tuple(masks.shape[-2:])
-        logits = _resize(logits.detach().cpu(), target)
-        masks = _masks_at(masks, target)
+        if self.view == "binary":
+            logits, masks = binary_view(logits, masks)
+        frames = batch.get("num_frames")
+        prepared = {size: (_resize(logits, size or tuple(masks.shape[-2:])),
+                           _masks_at(masks, size or tuple(masks.shape[-2:]))) for size, _ in self.evaluators}
         for i, key in enumerate(batch["key"]):
-            if seen >= len(expected) or expected[seen] != key:
-                raise DataError(f"sample {key} of {split} arrived out of manifest order",
+            if self.seen >= len(self.expected) or self.expected[self.seen] != key:
+                raise DataError(f"sample {key} of {self.name} arrived out of manifest order",
                                 hint="evaluation batches must come unshuffled (shuffle=False)")
-            seen += 1
-            ann = batch["annotated"][i].bool()
-            ev.update(key, logits[i], masks[i], ann)
-            if predictions_dir is not None:
-                save_prediction(Path(predictions_dir), key, logits[i], ann)
-    if seen != len(expected):
-        raise DataError(f"{split}: {seen} of {len(expected)} samples were predicted",
-                        hint="the evaluation stream stopped early")
-    result = ev.compute()
-    samples = result.samples
-    if len(samples):
-        samples.insert(0, "split", split)
-    return SplitScore(result.metrics, dict(result.versions), samples, result.num_samples)
+            self.seen += 1
+            n = int(frames[i]) if frames is not None else masks.shape[1]
+            ann = batch["annotated"][i][:n].bool()
+            for size, ev in self.evaluators:
+                lg, gt = prepared[size]
+                ev.update(key, lg[i][:n], gt[i][:n], ann)
+            if self.predictions_dir is not None:
+                first = prepared[self.evaluators[0][0]][0]
+                save_prediction(self.predictions_dir, key, first[i][:n], ann)
+
+    def result(self) -> SplitScore:
+        import pandas as pd
+
+        from avsbench_kit.errors import DataError
+
+        if self.seen != len(self.expected):
+            raise DataError(f"{self.name}: {self.seen} of {len(self.expected)} samples were predicted",
+                            hint="the evaluation stream stopped early")
+        metrics: dict[str, dict[str, float]] = {}
+        versions: dict[str, str] = {}
+        tables = []
+        for _, ev in self.evaluators:
+            result = ev.compute()
+            metrics.update(result.metrics)
+            versions.update(result.versions)
+            if len(result.samples):
+                tables.append(result.samples.set_index("sample_key"))
+        samples = pd.DataFrame()
+        if tables:
+            samples = tables[0]
+            for extra in tables[1:]:
+                samples = samples.join(extra[[c for c in extra.columns if c not in samples.columns]])
+            samples = samples.reset_index()
+            samples.insert(0, "split", self.name)
+            if self.view != "native":
+                samples.insert(1, "view", self.view)
+        return SplitScore(metrics, versions, samples, self.seen)
+
+
+def score(pairs: Iterable[tuple[dict, Any]], manifest: Any, split: str, protocols: list[str],
+          predictions_dir: Path | None = None, view: str = "native") -> SplitScore:
+    """``pairs`` yields (batch, logits [B,T,h,w] or [B,T,C,h,w]) in manifest order; returns the
+    split's scores."""
+    scorer = Scorer(manifest, [split], protocols, view=view, predictions_dir=predictions_dir)
+    for batch, logits in pairs:
+        scorer.feed(batch, logits)
+    return scorer.result()

@@ -1,9 +1,6 @@
-"""SAM2's multi-step mask loss and AuralSAM2's AudioCon.
+"""AuralSAM2's AudioCon: audio-anchored pixel InfoNCE with hard/easy sampling per pyramid level.
 
-``sigmoid_focal_loss`` / ``dice_loss`` / ``multistep_mask_loss`` / ``info_nce`` follow SAM2's
-``MultiStepMultiMasksAndIous`` (focal x20, dice x1, IoU-prediction L1 x1, object-score BCE x1;
-only the candidate with the lowest 20*focal + dice gets mask losses; the mask, dice and IoU terms
-are zero on frames whose GT is empty; sums over frames, divided by the number of clips = objects).
+(SAM2's multi-step mask loss is ``baselines.common.losses.multistep_mask_loss``.)
 """
 
 from __future__ import annotations
@@ -13,79 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-
-def sigmoid_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25,
-                       gamma: float = 2.0) -> torch.Tensor:
-    """Per-mask focal loss, mean over pixels: ``[..., H, W] -> [...]``."""
-    prob = logits.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p_t = prob * target + (1 - prob) * (1 - target)
-    loss = ce * (1 - p_t) ** gamma
-    if alpha >= 0:
-        loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
-    return loss.flatten(-2).mean(-1)
-
-
-def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-mask dice loss (smoothed by 1, as SAM2): ``[..., H, W] -> [...]``."""
-    prob = logits.sigmoid().flatten(-2)
-    target = target.flatten(-2)
-    return 1 - (2 * (prob * target).sum(-1) + 1) / (prob.sum(-1) + target.sum(-1) + 1)
-
-
-@dataclass(frozen=True)
-class MultiStepWeights:
-    focal: float = 20.0
-    dice: float = 1.0
-    iou: float = 1.0
-    object_score: float = 1.0
-    supervise_all_iou: bool = True
-
-
-def multistep_mask_loss(multimask_logits: torch.Tensor, ious: torch.Tensor, object_scores: torch.Tensor,
-                        target: torch.Tensor, frame_weight: torch.Tensor,
-                        w: MultiStepWeights = MultiStepWeights()) -> dict[str, torch.Tensor]:
-    """SAM2's loss for one step per frame.
-
-    ``multimask_logits`` [N, M, H, W] at the target's resolution, ``ious`` [N, M] predicted IoUs,
-    ``object_scores`` [N], ``target`` [N, H, W] binary, ``frame_weight`` [N] (1 = supervised frame,
-    0 = ignored). Returns the weighted components (``focal``, ``dice``, ``iou``, ``object_score``)
-    and ``total``, summed over frames and divided by ``num_clips`` via ``frame_weight``.
-    """
-    tgt = target[:, None].expand_as(multimask_logits)
-    focal = sigmoid_focal_loss(multimask_logits, tgt)  # [N, M]
-    dice = dice_loss(multimask_logits, tgt)
-    with torch.no_grad():
-        pred = multimask_logits > 0
-        inter = (pred & (tgt > 0.5)).flatten(-2).sum(-1).float()
-        union = (pred | (tgt > 0.5)).flatten(-2).sum(-1).float()
-        actual_iou = inter / union.clamp(min=1.0)
-    iou_l1 = (ious.float() - actual_iou).abs()
-    best = (w.focal * focal + w.dice * dice).argmin(dim=1)
-    rows = torch.arange(focal.shape[0], device=focal.device)
-    has_obj = (target.flatten(1) > 0.5).any(dim=1).float()
-    iou_term = iou_l1.mean(1) if w.supervise_all_iou else iou_l1[rows, best]
-    obj_term = F.binary_cross_entropy_with_logits(object_scores.float(), has_obj, reduction="none")
-    fw = frame_weight.float()
-    parts = {
-        "focal": (focal[rows, best] * has_obj * fw).sum(),
-        "dice": (dice[rows, best] * has_obj * fw).sum(),
-        "iou": (iou_term * has_obj * fw).sum(),
-        "object_score": (obj_term * fw).sum(),
-    }
-    out = {"focal": w.focal * parts["focal"], "dice": w.dice * parts["dice"],
-           "iou": w.iou * parts["iou"], "object_score": w.object_score * parts["object_score"]}
-    out["total"] = sum(out.values())
-    return out
-
-
-def info_nce(anchor: torch.Tensor, samples: torch.Tensor, positive: torch.Tensor,
-             temperature: float) -> torch.Tensor:
-    """Multi-positive InfoNCE of one anchor [P] against samples [S, P] (L2-normalised):
-    -mean over positives of log(exp(a.s_p / tau) / sum_s exp(a.s / tau))."""
-    logits = samples @ anchor / temperature
-    log_prob = logits - torch.logsumexp(logits, dim=0)
-    return -(log_prob[positive]).mean()
+from baselines.common.losses import info_nce_logits
 
 
 @dataclass(frozen=True)
@@ -146,8 +71,10 @@ def audiocon_loss(visual: list[torch.Tensor], audio: list[torch.Tensor], target:
                 pos = lab[i, j][idx]
                 if not pos.any():
                     continue
-                terms.append(info_nce(aud[i, j].float(), flat[i, j][:, idx].t().float(), pos,
-                                      cfg.temperature))
+                sim = flat[i, j][:, idx].t().float() @ aud[i, j].float()  # [S] cosine similarities
+                # one row per positive p: -log(e^{s_p/tau} / sum_all e^{s/tau}), mean over positives
+                onehot = F.one_hot(pos.nonzero().flatten(), sim.numel()).bool()
+                terms.append(info_nce_logits(sim.expand(len(onehot), -1), onehot, tau=cfg.temperature))
     if not terms:
         return visual[0].sum() * 0.0
     return torch.stack(terms).mean()

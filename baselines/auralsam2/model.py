@@ -19,10 +19,10 @@ from torch import nn
 from avsbench_kit.errors import ConfigError, DataError
 from baselines.auralsam2.fuser import AUDIO_PE, AuralFuser, FuserConfig
 from baselines.auralsam2.inject import POINTS, Injection, propagate
-from baselines.auralsam2.losses import (AudioConConfig, MultiStepWeights, audiocon_loss,
-                                        multistep_mask_loss)
-from baselines.auralsam2._contract import BaselineOutput, ParamGroup, decay_groups, input_enabled
-from baselines.base import Baseline, check_batch, feature_request, masks_at
+from baselines.auralsam2.losses import AudioConConfig, audiocon_loss
+from baselines.base import (Baseline, BaselineOutput, ParamGroup, check_batch, decay_groups,
+                            encoder_weights_missing, feature_request, input_enabled, masks_at)
+from baselines.common.losses import multistep_mask_loss
 from baselines.common.sam2_wrapper import ImageFeatures, SAM2Wrapper, check_image_size, sam2_config_path
 
 LEVELS = ("fpn0", "fpn1", "fpn2")
@@ -86,6 +86,13 @@ class AuralSAM2(Baseline):
         self.use_audio = input_enabled(cfg, "audio")
         # text tokens exist only where the task has expressions (Ref-AVS); AVSBench runs audio only
         self.use_text = input_enabled(cfg, "text") and cfg.get("task") in TEXT_TASKS
+        if not self.use_audio:
+            self.inactive("dims.audio", "features.audio", "features.audio_overrides", "fuser.audio_proj")
+        if not self.use_text:
+            self.inactive("dims.text", "features.text", "features.text_overrides", "fuser.text_proj_hidden",
+                          "fuser.text_padding")
+        if not cfg["audiocon"]["enabled"]:
+            self.inactive(*(f"audiocon.{k}" for k in ("weight", "temperature", "hard", "easy", "max_samples")))
         feats, fz, tr = cfg["features"], cfg["fuser"], cfg["tracking"]
         self.features_cfg = feats
         fuser_cfg = FuserConfig(
@@ -94,7 +101,8 @@ class AuralSAM2(Baseline):
             sr_ratio=int(fz["sr_ratio"]), qkv_bias=bool(fz["qkv_bias"]), drop=float(fz["drop"]),
             attn_drop=float(fz["attn_drop"]), fusion_dim=int(fz["fusion_dim"]),
             proj_dim=int(fz["proj_dim"]), audio_pe=_choice(fz["audio_pe"], "fuser.audio_pe", AUDIO_PE),
-            text_padding=_choice(fz["text_padding"], "fuser.text_padding", ("attend", "mask")))
+            text_padding=_choice(fz["text_padding"], "fuser.text_padding", ("attend", "mask"))
+            if self.use_text else "attend")
         self.injection = parse_injection(cfg["injection"])
         self.train_cond, self.eval_cond = tr["train_cond_frame"], tr["eval_cond_frame"]
         cond_index(self.train_cond, 5, "tracking.train_cond_frame")
@@ -104,9 +112,8 @@ class AuralSAM2(Baseline):
         self.memory_grad = bool(tr["memory_grad"])
         self.decode_mode = _choice(cfg["decode_mode"], "decode_mode", DECODE_MODES)
         lw = cfg["loss"]
-        self.loss_weights = MultiStepWeights(float(lw["focal_weight"]), float(lw["dice_weight"]),
-                                             float(lw["iou_weight"]), float(lw["object_score_weight"]),
-                                             bool(lw["supervise_all_iou"]))
+        self.loss_weights = {k: float(lw[f"{k}_weight"]) for k in ("focal", "dice", "iou", "class")}
+        self.supervise_all_iou = bool(lw["supervise_all_iou"])
         ac = cfg["audiocon"]
         self.audiocon_on = bool(ac["enabled"])
         self.audiocon_weight = float(ac["weight"])
@@ -124,18 +131,18 @@ class AuralSAM2(Baseline):
                                    init_seed=int(sam_cfg["init_seed"]),
                                    require_checkpoint=bool(cfg["require_weights"]))
             self.fuser = AuralFuser(fuser_cfg)
-            proj = fz["audio_proj"]
-            _choice(proj, "fuser.audio_proj", ("auto", "linear"))
             if not self.use_audio:  # a learned constant per second: same architecture, no audio
                 self.audio_proj = None
                 self.audio_off_token = nn.Parameter(torch.zeros(d))
             else:
+                proj = _choice(fz["audio_proj"], "fuser.audio_proj", ("auto", "linear"))
                 self.audio_proj = nn.Identity() if proj == "auto" and audio_dim == d \
                     else nn.Linear(audio_dim, d)
                 self.audio_off_token = None
-            hidden = int(fz["text_proj_hidden"])
-            self.text_proj = nn.Sequential(nn.Linear(text_dim, hidden), nn.GELU(), nn.Linear(hidden, d)) \
-                if self.use_text else None
+            self.text_proj = None
+            if self.use_text:
+                hidden = int(fz["text_proj_hidden"])
+                self.text_proj = nn.Sequential(nn.Linear(text_dim, hidden), nn.GELU(), nn.Linear(hidden, d))
         if self.sam.hidden_dim != d:
             raise ConfigError(f"fuser.dim={d} must equal SAM2's hidden width {self.sam.hidden_dim}",
                               hint=f"fuser.dim={self.sam.hidden_dim}")
@@ -194,8 +201,6 @@ class AuralSAM2(Baseline):
         """With ``require_weights``: SAM2, and the VGGish / DistilRoBERTa encoders the run reads."""
         if not cfg.get("require_weights"):
             return []
-        from baselines.auralsam2._contract import encoder_weights_missing
-
         missing = [] if cfg["sam2"].get("checkpoint") else [f"sam2.checkpoint (SAM2 {cfg['sam2']['config']} .pt)"]
         feats = cfg["features"]
         used = {"audio": input_enabled(cfg, "audio"),
@@ -274,20 +279,26 @@ class AuralSAM2(Baseline):
 
     # ---- loss --------------------------------------------------------------------------------
     def loss(self, out: BaselineOutput, batch: dict) -> dict[str, torch.Tensor]:
+        """SAM2's multi-step loss on the annotated frames (summed over frames, divided by the number
+        of clips, as SAM2 normalises by objects) + ``audiocon.weight`` x AudioCon. Components are
+        unweighted; ``total`` is the weighted sum."""
         aux = out.aux
         multi = aux["low_res_multimasks"]
-        b, t, m = multi.shape[:3]
+        b = multi.shape[0]
         size = (self.sam.image_size, self.sam.image_size)  # SAM2 computes it at its input size
+        annotated = batch["annotated"].to(multi.device).bool()
         # binary target: soft MS3 grey levels at 0.5, AVSS class maps class-agnostically (> 0)
         target = (masks_at(batch["masks"].to(multi.device), size) > 0.5).float()
-        weight = batch["annotated"].to(multi.device).float() / b  # sum over frames / number of clips
-        up = nn.functional.interpolate(multi.flatten(0, 1), size=size, mode="bilinear", align_corners=False)
-        parts = multistep_mask_loss(up, aux["ious"].flatten(0, 1), aux["object_scores"].flatten(0, 1),
-                                    target.flatten(0, 1), weight.flatten(), self.loss_weights)
+        if not annotated.any():  # nothing to learn from; keep backward() valid
+            zero = multi.sum() * 0.0
+            return {"total": zero, "focal": zero, "dice": zero, "iou": zero, "class": zero}
+        up = nn.functional.interpolate(multi[annotated], size=size, mode="bilinear", align_corners=False)
+        parts = multistep_mask_loss(up, aux["ious"][annotated], aux["object_scores"][annotated][:, None],
+                                    target[annotated], self.loss_weights,
+                                    supervise_all_iou=self.supervise_all_iou, num_objects=b)
         total = parts.pop("total")
         if self.audiocon_on:
-            ac = audiocon_loss(aux["visual_embed"], aux["audio_embed"], target, aux["low_res_masks"],
-                               batch["annotated"], self.audiocon)
-            parts["audiocon"] = self.audiocon_weight * ac
-            total = total + parts["audiocon"]
+            parts["audiocon"] = audiocon_loss(aux["visual_embed"], aux["audio_embed"], target,
+                                              aux["low_res_masks"], annotated, self.audiocon)
+            total = total + self.audiocon_weight * parts["audiocon"]
         return {"total": total, **parts}

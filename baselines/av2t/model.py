@@ -18,14 +18,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from avsbench_kit.errors import ConfigError, DataError
 from baselines.av2t.heads import (FEATURE_NORMS, PROMPT_FEATURES, AdapterGenerator,
                                   PromptFeature, PseudoTokens, text_hidden_fcs)
 from baselines.av2t.text_prompt import build_text_encoder
-from baselines.base import Baseline, check_batch, feature_request, masks_at
-from baselines.common.losses import bce_iou_loss
+from baselines.base import Baseline, BaselineOutput, check_batch, feature_request, masks_at
+from baselines.common.losses import soft_iou_loss
 from baselines.common.sam2_wrapper import (ImageFeatures, SAM2Wrapper, check_image_size,
                                            sam2_config_path)
 
@@ -47,8 +48,14 @@ class AV2TSAM(Baseline):
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__(cfg)
+        cfg = self.cfg  # read through the (tracked) copy
         self.name = str(cfg.get("name", "av2t"))  # "probe-clip-only" for the probe entry
         self.prompt_feature = _choice(cfg, "prompt_feature", PROMPT_FEATURES)
+        if not self.inputs["audio"]:  # audio=off / modality=vision-only: the CLIP-only prompt
+            if self.prompt_feature == "clap":
+                raise ConfigError("prompt_feature=clap reads audio only, so audio=off leaves no prompt",
+                                  hint="use prompt_feature=clip_x_clap (or clip) with audio=off")
+            self.prompt_feature = "clip"
         self.train_frames = _choice(cfg, "train_frames", ("annotated", "all"))
         self.feature_norm = _choice(cfg, "feature_norm", FEATURE_NORMS)
         if not isinstance(cfg.get("adapters"), bool):
@@ -56,6 +63,8 @@ class AV2TSAM(Baseline):
                               hint="adapters=true runs the image encoder on frames (slow on CPU)")
         self.adapters_on = bool(cfg["adapters"])
         self.multimask = bool(cfg.get("multimask", True))
+        lcfg = cfg.get("loss", {})
+        self.loss_weights = {"bce": float(lcfg.get("bce_weight", 1.0)), "iou": float(lcfg.get("iou_weight", 1.0))}
         self.needs_frames = self.adapters_on or not cfg["features"].get("sam2")
         check_image_size(cfg["image_size"])
         sam_cfg, feats = cfg["sam2"], cfg["features"]
@@ -63,6 +72,11 @@ class AV2TSAM(Baseline):
                               "sam2": None if self.adapters_on else feats.get("sam2")}
         width = int(cfg.get("fused_dim", 512))
         uses_audio, uses_image = self.prompt_feature != "clip", self.prompt_feature != "clap"
+        for kind, used in (("audio", uses_audio), ("image", uses_image)):
+            if not used:
+                self.inactive(f"dims.{kind}", f"features.{kind}", f"features.{kind}_overrides")
+        if self.adapters_on:  # the image encoder runs on frames: no sam2_image cache
+            self.inactive("features.sam2", "features.sam2_levels", "features.sam2_overrides")
         self.dims = {"audio": self._feature_dim("audio") if uses_audio else 0,
                      "image": self._feature_dim("image") if uses_image else 0}
         with torch.random.fork_rng(devices=[]):
@@ -70,8 +84,10 @@ class AV2TSAM(Baseline):
             self.sam = SAM2Wrapper(sam_cfg["config"], sam_cfg.get("checkpoint"), cfg["image_size"],
                                    init_seed=int(sam_cfg.get("init_seed", 0)),
                                    round_features=sam_cfg.get("round_features"),
-                                   require_checkpoint=bool(sam_cfg.get("require_checkpoint", False)))
-            self.text_encoder = build_text_encoder(cfg["text_encoder"])
+                                   require_checkpoint=bool(cfg.get("require_weights", False)))
+            text_cfg = cfg["text_encoder"]
+            self.inactive(*(f"text_encoder.{k}" for k in ("transformer", "beit3") if k != text_cfg.get("kind")))
+            self.text_encoder = build_text_encoder(text_cfg)
             hidden = self.text_encoder.hidden_size
             self.fusion = PromptFeature(self.prompt_feature, self.dims["audio"], self.dims["image"],
                                         width, self.feature_norm)
@@ -137,13 +153,40 @@ class AV2TSAM(Baseline):
             out.append("levels=[" + ",".join(feats["sam2_levels"]) + "]")
         return tuple(out) + tuple(feats.get("sam2_overrides") or ())
 
+    @classmethod
+    def missing_weights(cls, cfg: dict[str, Any]) -> list[str]:
+        """With ``require_weights``: SAM2, and the CLAP/CLIP feature encoders the prompt reads."""
+        if not cfg.get("require_weights"):
+            return []
+        from baselines.base import encoder_weights_missing
+
+        missing = [] if cfg["sam2"].get("checkpoint") else [f"sam2.checkpoint (SAM2 {cfg['sam2']['config']} .pt)"]
+        feats, prompt = cfg["features"], cfg.get("prompt_feature")
+        for kind, used in (("audio", prompt != "clip" and cfg.get("audio", True) is not False
+                            and cfg.get("modality", "full") in ("full", "no-text")),
+                           ("image", prompt != "clap")):
+            need = encoder_weights_missing(feats[kind], feats.get(f"{kind}_overrides") or (),
+                                           f"features.{kind}_overrides")
+            if used and need:
+                missing.append(need)
+        if cfg["text_encoder"].get("kind") == "beit3" and not cfg["text_encoder"].get("beit3", {}).get("checkpoint"):
+            missing.append("text_encoder.beit3.checkpoint (EVF-SAM2 checkpoint dir)")
+        return missing
+
+    def backbone_info(self) -> dict[str, Any]:
+        text = {"kind": self.cfg["text_encoder"]["kind"], "source": getattr(self.text_encoder, "source", None)}
+        return {"sam2": self.sam.describe(), "text_encoder": text, "prompt_feature": self.prompt_feature}
+
+    def checkpoints(self) -> dict[str, str]:
+        return {"sam2": self.sam.checkpoint} if self.sam.checkpoint else {}
+
     def train(self, mode: bool = True) -> "AV2TSAM":
         super().train(mode)
         self.sam.image_encoder.eval()  # frozen parts never switch to training behaviour
         self.text_encoder.eval()
         return self
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: dict) -> BaselineOutput:
         annotated = batch["annotated"].bool()
         b, t = annotated.shape
         if self.training and self.train_frames == "annotated":
@@ -155,24 +198,28 @@ class AV2TSAM(Baseline):
         device = self.sam.prompt_encoder.no_mask_embed.weight.device
         logits = torch.zeros(b, t, h, w, device=device)
         if rows.numel() == 0:  # a training batch without annotated frames
-            return logits
+            return BaselineOutput(logits)
         fused = self.fused_feature(batch, rows, cols)
         tokens = self.pseudo_tokens(fused)
         prompt = self.text_hidden_fcs(self.text_encoder(tokens)).unsqueeze(1)  # [N,1,256]
         feats = self.image_features(batch, rows, cols, fused)
         out = self.sam.decode(feats, prompt, multimask=self.multimask, output_size=(h, w))
         logits = logits.index_put((rows, cols), out.masks)
-        return logits
+        return BaselineOutput(logits, {"ious": out.ious})
 
-    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
-        annotated = batch["annotated"].bool()
+    def loss(self, out: BaselineOutput, batch: dict) -> dict[str, torch.Tensor]:
+        """BCE (mean over pixels) + soft IoU on the annotated frames, the AV2T-SAM objective."""
+        logits = out.logits
+        annotated = batch["annotated"].bool().to(logits.device)
         if not annotated.any():  # nothing to learn from; keep backward() valid
-            return logits.sum() * 0.0 if logits.requires_grad else \
+            zero = logits.sum() * 0.0 if logits.requires_grad else \
                 torch.zeros((), device=logits.device, requires_grad=True)
+            return {"total": zero, "bce": zero.detach(), "iou": zero.detach()}
         target = masks_at(batch["masks"].to(logits.device), tuple(logits.shape[-2:]))
-        lcfg = self.cfg.get("loss", {})
-        return bce_iou_loss(logits[annotated], target[annotated],
-                            float(lcfg.get("bce_weight", 1.0)), float(lcfg.get("iou_weight", 1.0)))
+        pred, gt = logits[annotated], target[annotated]
+        bce = F.binary_cross_entropy_with_logits(pred, gt)
+        iou = soft_iou_loss(pred, gt)
+        return {"total": self.loss_weights["bce"] * bce + self.loss_weights["iou"] * iou, "bce": bce, "iou": iou}
 
     # ---- pieces ------------------------------------------------------------------------------
     def fused_feature(self, batch: dict, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:

@@ -115,19 +115,21 @@ def build_text_encoder(cfg: dict[str, Any]) -> FrozenTextPrompt:
     if kind == "minilm":
         return MiniLMPrompt()
     if kind == "transformer":
-        return RandomTransformerPrompt(int(cfg.get("hidden", 256)), int(cfg.get("layers", 2)),
-                                       int(cfg.get("heads", 4)), int(cfg.get("seed", 0)))
+        t = cfg.get("transformer") or {}
+        return RandomTransformerPrompt(int(t.get("hidden", 256)), int(t.get("layers", 2)),
+                                       int(t.get("heads", 4)), int(t.get("seed", 0)))
     if kind == "beit3":
         try:
             import torchscale  # noqa: F401
             have_torchscale = True
         except ImportError:
             have_torchscale = False
-        if not have_torchscale or not cfg.get("checkpoint"):
+        checkpoint = (cfg.get("beit3") or {}).get("checkpoint")
+        if not have_torchscale or not checkpoint:
             need = [x for x, ok in (("`pip install torchscale`", have_torchscale),
-                                    ("text_encoder.checkpoint=<EVF-SAM2 checkpoint dir, e.g. a "
+                                    ("text_encoder.beit3.checkpoint=<EVF-SAM2 checkpoint dir, e.g. a "
                                      "local copy of YxZhang/evf-sam2-multitask>",
-                                     bool(cfg.get("checkpoint")))) if not ok]
+                                     bool(checkpoint))) if not ok]
             raise ConfigError(
                 "text_encoder.kind=beit3 (EVF-SAM2's frozen BEiT-3-Large) needs torchscale and the "
                 "EVF-SAM2 weights",

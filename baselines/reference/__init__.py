@@ -1,0 +1,1 @@
+"""Reference predictors: the anchors every trained baseline must beat on every protocol."""
