@@ -32,6 +32,9 @@ def _mps_available() -> bool:
 def resolve_device(spec: str | None = "auto") -> "torch.device":
     """``auto`` = CUDA if present, else MPS, else CPU; an explicit device must exist here.
 
+    ``auto`` and ``cuda`` without an index take this process's GPU under ``torchrun`` / ``srun``
+    (``LOCAL_RANK`` / ``SLURM_LOCALID``), so N processes on a node use N GPUs.
+
     Asking for a device the machine lacks is a user error (ConfigError with the fix), raised before
     a run directory or a cache is created.
     """
@@ -43,26 +46,38 @@ def resolve_device(spec: str | None = "auto") -> "torch.device":
                           hint="e.g. device=auto (CUDA if present, else MPS, else CPU) or device=cuda:0")
     if text == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
+            return torch.device("cuda", _local_gpu(torch.cuda.device_count()))
         return torch.device("mps") if _mps_available() else torch.device("cpu")
     if text == "cpu":
         return torch.device("cpu")
     if text == "mps":
         if not _mps_available():
             raise ConfigError("device=mps but this machine has no usable Apple MPS backend",
-                              hint="use device=cpu, or device=auto to take the best device present")
+                              hint="pick the device cpu (or auto: the best one present)")
         return torch.device("mps")
     if not torch.cuda.is_available():
         raise ConfigError(f"device={text} but torch sees no CUDA GPU here "
                           f"(torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none'})",
-                          hint="use device=cpu (or device=auto), or install a CUDA build of torch on a "
-                               "machine with an NVIDIA driver")
-    index = int(text.split(":")[1]) if ":" in text else torch.cuda.current_device()
+                          hint="pick the device cpu (or auto: the best one present), or install a CUDA "
+                               "build of torch on a machine with an NVIDIA driver")
     count = torch.cuda.device_count()
+    index = int(text.split(":")[1]) if ":" in text else _local_gpu(count)
     if index >= count:
         raise ConfigError(f"device={text} but only {count} CUDA device(s) are visible",
                           hint=f"use device=cuda:0 .. cuda:{count - 1}, or check CUDA_VISIBLE_DEVICES")
     return torch.device("cuda", index)
+
+
+def _local_gpu(count: int) -> int:
+    """The GPU of this process: ``LOCAL_RANK`` (torchrun) or ``SLURM_LOCALID`` (srun), modulo the
+    visible GPUs (a task that sees only its own GPU gets index 0); 0 outside a launcher."""
+    import os
+
+    for var in ("LOCAL_RANK", "SLURM_LOCALID"):
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return int(value) % max(count, 1)
+    return 0
 
 
 def device_info(device: "torch.device | str") -> dict[str, Any]:

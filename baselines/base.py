@@ -28,7 +28,7 @@ from torch import nn
 from avsbench_kit.errors import ConfigError, DataError
 
 #: top-level keys the toolkit itself reads (the trainer, the run orchestration)
-TOOLKIT_KEYS = ("name", "seed", "train", "augment", "task")
+TOOLKIT_KEYS = ("name", "seed", "train", "augment", "task", "num_classes")
 #: parameter-name fragments that get no weight decay (norms, biases, embeddings, learned tokens)
 NO_DECAY = ("bias", "norm", "embed", "token", "pos", "bn", "ln")
 

@@ -13,7 +13,7 @@ from baselines.av2t.heads import AdapterGenerator, PromptFeature, PseudoTokens, 
 from baselines.av2t.model import AV2TSAM
 from baselines.base import BaselineOutput
 from baselines.av2t.text_prompt import build_text_encoder
-from baselines.common.sam2_wrapper import hiera_block_dims
+from avsbench_kit.models.sam2 import hiera_block_dims
 from baselines.configs import load_config
 
 B, T, A_DIM, V_DIM = 2, 3, 32, 24

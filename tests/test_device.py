@@ -32,7 +32,7 @@ def test_cuda_without_cuda_is_one_line_config_error(monkeypatch, spec: str) -> N
     _no_accelerators(monkeypatch)
     with pytest.raises(ConfigError, match=f"device={spec} but torch sees no CUDA GPU") as err:
         resolve_device(spec)
-    assert "\n" not in str(err.value) and "device=cpu" in err.value.hint
+    assert "\n" not in str(err.value) and "cpu" in err.value.hint
 
 
 def test_cuda_index_beyond_visible_devices(monkeypatch) -> None:
@@ -41,6 +41,21 @@ def test_cuda_index_beyond_visible_devices(monkeypatch) -> None:
     assert resolve_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(ConfigError, match="only 2 CUDA device"):
         resolve_device("cuda:2")
+
+
+def test_auto_and_cuda_take_the_local_rank_gpu(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("SLURM_LOCALID", raising=False)
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    monkeypatch.setenv("SLURM_LOCALID", "3")
+    assert resolve_device("cuda") == torch.device("cuda", 3)
+    monkeypatch.setenv("LOCAL_RANK", "2")  # torchrun wins over srun
+    assert resolve_device("auto") == torch.device("cuda", 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)  # an explicit index is kept
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # each task sees only its GPU
+    assert resolve_device("cuda") == torch.device("cuda", 0)
 
 
 def test_mps_missing_and_bad_spellings(monkeypatch) -> None:

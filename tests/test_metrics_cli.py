@@ -345,3 +345,31 @@ def test_png_mask_variants_and_npz_errors(s4, capsys, tmp_path: Path) -> None:
     np.savez(folder / "clip00" / "0.npz", a=np.zeros((32, 32), np.float32), b=np.zeros((32, 32), np.float32))
     code, _, err = run(capsys, "--dataset", "synth-s4", "--split", "test", "--pred", str(folder), "--home", str(home))
     assert code == 3 and "clip00 frame 0" in err and "'logits'" in err
+
+
+def test_device_option(s4, capsys, tmp_path: Path, monkeypatch) -> None:
+    """--device auto on a CPU-only machine is the CPU; the device-generic kernels (forced here on
+    CPU tensors, as a GPU would run them) give the same report; a missing GPU is one line, exit 2,
+    nothing written."""
+    from avsbench_kit.metrics import functional as Fn
+
+    home, rows, gts = s4
+    rng = np.random.default_rng(4)
+    write_preds(tmp_path / "pred", rows, [((g - 0.5) * 3 + rng.normal(0, 2, g.shape)).astype(np.float32)
+                                           for g in gts])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("avsbench_kit.device._mps_available", lambda: False)
+    reports = []
+    for extra in ((), ("--device", "auto")):
+        out_json = tmp_path / f"r{len(reports)}.json"
+        code, _, err = run(capsys, "--dataset", "synth-s4", "--split", "test", "--pred", str(tmp_path / "pred"),
+                           "--home", str(home), "--json", str(out_json), *extra)
+        assert code == 0, err
+        reports.append(json.loads(out_json.read_text()))
+        monkeypatch.setattr(Fn, "FORCE_TORCH_PATH", True)
+    assert reports[0]["device"] == reports[1]["device"] == "cpu"
+    assert reports[0]["protocols"] == reports[1]["protocols"]
+    out_json = tmp_path / "cuda.json"
+    code, _, err = run(capsys, "--dataset", "synth-s4", "--split", "test", "--pred", "gt", "--home", str(home),
+                       "--json", str(out_json), "--device", "cuda")
+    assert code == 2 and "device=cuda but torch sees no CUDA GPU" in err and not out_json.exists()

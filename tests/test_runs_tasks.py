@@ -114,3 +114,23 @@ def test_cuda_without_a_gpu_is_one_line_and_writes_nothing(home, capsys):
     assert after == before
     with pytest.raises(ConfigError, match="fp16"):
         run(home, "dataset=synth-s4", "train.precision=fp16")
+
+
+def test_avss_run_scores_semantic_and_binary_views(home):
+    from avsbench_kit.data.prepare import prepare
+    from avsbench_kit.home import synth_dir
+
+    prepare("synth-avss", synth_dir("small", 0, home), home=home)
+    rec = run(home, "dataset=synth-avss", "train.epochs=2", "train.batch_size=2")
+    assert rec.status == "complete" and rec.config["num_classes"] == 11
+    test = rec.metrics["test"]
+    assert set(test) == {"avss-v1", "avsbench-v1", "avsbench-clip-v1"}  # semantic + class-agnostic view
+    assert set(test["avss-v1"]) >= {"mIoU", "F"} and set(test["avsbench-v1"]) == {"mIoU", "F"}
+    assert rec.selection["protocol"] == "avss-v1"
+    oracle = execute(RunRequest.parse(["baseline=gt", "dataset=synth-avss"]), home, progress=False, say=lambda m: None)
+    per_sample = RunStore(home).read_per_sample(oracle.run_id)
+    semantic = per_sample[per_sample["mIoU_present"].notna()]
+    assert len(semantic) == 6 and (semantic["mIoU_present"] == 1.0).all()  # every present class exact
+    assert oracle.metrics["test"]["avsbench-clip-v1"]["mIoU"] == pytest.approx(1.0)
+    full = execute(RunRequest.parse(["baseline=full", "dataset=synth-avss"]), home, progress=False, say=lambda m: None)
+    assert set(full.metrics["test"]) == {"avsbench-v1", "avsbench-clip-v1"}  # binary output: that view only

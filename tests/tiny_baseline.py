@@ -15,7 +15,6 @@ from baselines.base import Baseline, BaselineOutput, decay_groups, feature_reque
 
 TINY_CFG = {"name": "tiny-seg", "seed": 0, "output_size": 32, "width": 32, "text_width": 384, "grid": 8,
             "head_lr_mult": 1.0, "train": {"epochs": 3, "batch_size": 4, "lr": 0.05, "val_every": 1}}
-AVSS_CLASSES = 71
 
 
 class TinySeg(Baseline):
@@ -23,13 +22,14 @@ class TinySeg(Baseline):
 
     name = "tiny-seg"
     kill_after: int | None = None  # raise KeyboardInterrupt after this many training forwards
+    hard_kill = False  # SIGKILL this process instead (a deterministic kill point for crash tests)
     calls = 0
 
     def __init__(self, cfg):
         super().__init__(cfg)
         cfg = self.cfg
         self.task = cfg.get("task", "s4")
-        self.classes = AVSS_CLASSES if self.task == "avss" else 1
+        self.classes = int(cfg["num_classes"]) if self.task == "avss" else 1  # set by the run on AVSS
         grid = int(cfg["grid"]) if self.task == "avss" else None
         self.grid = grid
         size = (grid, grid) if grid else self.output_size
@@ -58,6 +58,11 @@ class TinySeg(Baseline):
         if self.training:
             TinySeg.calls += 1
             if TinySeg.kill_after is not None and TinySeg.calls > TinySeg.kill_after:
+                if TinySeg.hard_kill:
+                    import os
+                    import signal
+
+                    os.kill(os.getpid(), signal.SIGKILL)
                 raise KeyboardInterrupt("simulated kill")
         x = batch["features"]["clip"]
         b, t, _ = x.shape

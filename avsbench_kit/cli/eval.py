@@ -39,12 +39,14 @@ def eval_command(
     resize: Optional[str] = typer.Option(None, "--resize", help="Resample predictions of another size: nearest | bilinear."),
     ignore_extra: bool = typer.Option(False, "--ignore-extra", help="Ignore files that are not predictions for this split."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    device: str = typer.Option("cpu", "--device", help="Where the metric kernels run: cpu (default: the "
+                                "numpy-assisted fast path), auto, cuda, cuda:N or mps (same numbers)."),
 ) -> None:
     from avsbench_kit.metrics.evaluator import evaluate_predictions
 
     report = evaluate_predictions(
         dataset=dataset, split=split, pred=pred, protocol=protocol, home=home, partial=partial,
-        resize=resize, ignore_extra=ignore_extra, progress=progress,
+        resize=resize, ignore_extra=ignore_extra, progress=progress, device=device,
     )
     print_report(report)
     if samples_out is not None:

@@ -21,8 +21,9 @@ def _human(n: float) -> str:
     return human_bytes(n)
 
 
-def parse_extract_args(args: list[str]) -> tuple[str, str, str | None, list[str]]:
-    """``encoder=NAME dataset=NAME [split=SPLIT] [key=value...]`` -> (encoder, dataset, split, overrides)."""
+def parse_extract_args(args: list[str]) -> tuple[str, str, str | None, list[str], str]:
+    """``encoder=NAME dataset=NAME [split=SPLIT] [device=DEV] [key=value...]`` ->
+    (encoder, dataset, split, overrides, device); ``device`` defaults to ``auto``."""
     from avsbench_kit.errors import ConfigError
 
     found: dict[str, str] = {}
@@ -32,7 +33,7 @@ def parse_extract_args(args: list[str]) -> tuple[str, str, str | None, list[str]
         if not sep:
             raise ConfigError(f"argument {arg!r} is not key=value",
                               hint="example: avskit features extract encoder=vggish dataset=synth-s4 split=train")
-        if key in ("encoder", "dataset", "split"):
+        if key in ("encoder", "dataset", "split", "device"):
             found[key] = value
         else:
             overrides.append(arg)
@@ -41,12 +42,13 @@ def parse_extract_args(args: list[str]) -> tuple[str, str, str | None, list[str]
         raise ConfigError(f"missing {' and '.join(k + '=NAME' for k in missing)}",
                           hint="example: avskit features extract encoder=vggish dataset=synth-s4 split=train "
                                "(`avskit ls encoders`, `avskit ls datasets`)")
-    return found["encoder"], found["dataset"], found.get("split") or None, overrides
+    return found["encoder"], found["dataset"], found.get("split") or None, overrides, found.get("device") or "auto"
 
 
 @app.command("extract")
 def extract_command(
-    args: List[str] = typer.Argument(..., help="encoder=NAME dataset=NAME \\[split=SPLIT|all] \\[key=value ...] "
+    args: List[str] = typer.Argument(..., help="encoder=NAME dataset=NAME \\[split=SPLIT|all] "
+                                               "\\[device=auto|cpu|cuda|cuda:N|mps] \\[key=value ...] "
                                                "(other keys override the encoder's preset)."),
     home: Optional[Path] = HomeOption,
     cache: Optional[Path] = CacheOption,
@@ -63,9 +65,10 @@ def extract_command(
     """
     from avsbench_kit.features.extract import extract
 
-    encoder, dataset, split, overrides = parse_extract_args(list(args))
+    encoder, dataset, split, overrides, device = parse_extract_args(list(args))
     summary = extract(dataset, encoder, overrides, split=split, home=home, cache=cache,
-                      num_workers_total=num_workers_total, worker_index=worker_index, progress=not no_progress)
+                      num_workers_total=num_workers_total, worker_index=worker_index, progress=not no_progress,
+                      device=device)
     for line in summary.lines():
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 

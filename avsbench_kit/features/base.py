@@ -75,6 +75,7 @@ class Encoder:
         self.cfg = dict(cfg)
         self.registry_name = name or self.name
         self._model: Any = None
+        self._device: Any = None  # torch.device; None = the CPU (nothing moved)
         self.validate()
 
     # ---- to implement -------------------------------------------------------------------
@@ -144,7 +145,35 @@ class Encoder:
     def model(self) -> Any:
         if self._model is None:
             self._model = self._load()
+            if self._device is not None:
+                self._model = _move_model(self._model, self._device)
         return self._model
+
+    # ---- device ---------------------------------------------------------------------------
+    def set_device(self, spec: str) -> Any:
+        """Run the network on ``spec`` (auto|cpu|cuda|cuda:N|mps); a missing device fails here,
+        before a cache is opened. The device never enters the fingerprint: it changes speed, and
+        at most float rounding (recorded per shard), not what the features are."""
+        from avsbench_kit.device import resolve_device
+
+        device = resolve_device(spec)
+        self._device = None if device.type == "cpu" else device
+        if self._model is not None and self._device is not None:
+            self._model = _move_model(self._model, self._device)
+        return device
+
+    @property
+    def device_name(self) -> str:
+        return str(self._device or "cpu")
+
+    def on_device(self, value: Any) -> Any:
+        """Input tensors (also inside dicts/lists) moved to the encoder's device, non-blocking
+        from pinned memory; unchanged on the CPU. Results come back with one ``.cpu()`` per batch."""
+        if self._device is None:
+            return value
+        from avsbench_kit.device import to_device
+
+        return to_device(value, self._device)
 
     def encode(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Encode a list of units; returns one ``{field: numpy array}`` per unit (see output_spec)."""
@@ -169,6 +198,17 @@ class Encoder:
             dims = "x".join(str(d) for d in fs.shape)
             parts.append(f"{field_name} [{dims}] {fs.dtype}")
         return ", ".join(parts)
+
+
+def _move_model(model: Any, device: Any) -> Any:
+    """Modules and tensors of a loaded model (or of a tuple like ``(net, tokenizer)``) to ``device``."""
+    import torch
+
+    if isinstance(model, tuple):
+        return tuple(_move_model(part, device) for part in model)
+    if isinstance(model, (torch.nn.Module, torch.Tensor)):
+        return model.to(device)
+    return model  # tokenizers, processors, None
 
 
 # ---- weights identity -------------------------------------------------------------------------

@@ -231,14 +231,22 @@ def extract(
     worker_index: int | None = None,
     progress: bool = True,
     after_shard: Callable[[str], None] | None = None,
+    device: str = "cpu",
 ) -> ExtractSummary:
     """Extract (or resume, or repair) the cache of ``encoder`` over ``dataset`` (a name or a
-    Manifest); ``split=None`` or ``"all"`` means every split. Returns what was done."""
+    Manifest); ``split=None`` or ``"all"`` means every split. Returns what was done.
+
+    ``device`` (auto|cpu|cuda|cuda:N|mps): where the encoder runs, batch by batch; each shard
+    records it. An unavailable device fails before the cache is opened."""
     from avsbench_kit.data.prepare import load_manifest
 
+    from avsbench_kit.device import resolve_device
+
     start = time.perf_counter()
+    resolve_device(device)  # a missing GPU is the first error, before anything is read or written
     manifest = load_manifest(dataset, home) if isinstance(dataset, str) else dataset
     enc = build_encoder(encoder, tuple(overrides))
+    enc.set_device(device)
     index, total = resolve_workers(num_workers_total, worker_index)
     splits = [s for s in dict.fromkeys(manifest.df["split"].tolist())]
     if split not in (None, "", "all"):
@@ -268,7 +276,7 @@ def extract(
             todo.append((shard, None))
     if todo:
         loader = UnitLoader(manifest, enc, text_field)
-        env = environment()
+        env = {**environment(), "device": enc.device_name}
         work = sum(len(s.units) for s, _ in todo)
         summary.units_computed = work
         with _progress(progress, f"{enc.registry_name} {manifest.dataset}", work) as advance:

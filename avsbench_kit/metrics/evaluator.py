@@ -79,7 +79,7 @@ def binary_stats(logits: torch.Tensor, gt: torch.Tensor, j_logit_threshold: floa
     extras = (j_logit_threshold,) if (same or not need_fg) else (j_logit_threshold, C.LOGIT_GT_HALF)
     h = Fn.frame_histograms(raw, gb, extras)  # [T, E, 2, 256]
     by_bits = h.sum(-1)  # [T, E, 2]
-    bits = torch.arange(by_bits.shape[1])
+    bits = torch.arange(by_bits.shape[1], device=by_bits.device)
     j_on = (bits & 1) > 0
     cp = by_bits[:, j_on].sum((1, 2))
     ci = by_bits[:, j_on, 1].sum(1)
@@ -109,9 +109,10 @@ def avss_stats(pred: torch.Tensor, gt: torch.Tensor, pad_to: Optional[int],
     if labels.shape[1:] != t.shape[1:]:
         raise ValueError(f"AVSS prediction {tuple(labels.shape[1:])} and gt {tuple(t.shape[1:])} differ in size")
     if total > real:
-        t = torch.cat([t, torch.zeros((total - real, *t.shape[1:]), dtype=torch.int64)])
+        t = torch.cat([t, torch.zeros((total - real, *t.shape[1:]), dtype=torch.int64, device=t.device)])
     if labels.shape[0] < total:
-        labels = torch.cat([labels, torch.zeros((total - labels.shape[0], *t.shape[1:]), dtype=torch.int64)])
+        labels = torch.cat([labels, torch.zeros((total - labels.shape[0], *t.shape[1:]), dtype=torch.int64,
+                                                device=labels.device)])
     iou, fs, present = Fn.avss_frame_scores(*Fn.avss_frame_counts(labels, t, num_classes))
     return AvssStats(iou, fs, present, real, total - real)
 
@@ -546,6 +547,14 @@ def check_folder(index, rows: list[dict[str, Any]], what: str, pad_to: Optional[
     return complete, missing
 
 
+def _on_cpu(st: Union[BinaryStats, AvssStats]) -> Union[BinaryStats, AvssStats]:
+    """Statistics with every tensor on the CPU (the accumulators sum there, in official order)."""
+    from dataclasses import fields
+
+    values = {f.name: getattr(st, f.name) for f in fields(st)}
+    return type(st)(**{k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in values.items()})
+
+
 def evaluate_predictions(
     dataset: str,
     split: str,
@@ -557,8 +566,13 @@ def evaluate_predictions(
     ignore_extra: bool = False,
     progress: bool = True,
     workers: Optional[int] = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Score ``pred`` (a folder, or ``empty``/``full``/``gt``) on a prepared split.
+
+    ``device`` (``cpu``, ``auto``, ``cuda``, ``cuda:N``, ``mps``) runs the per-sample metric
+    kernels there (the device-generic torch path; same numbers as the CPU fast path); statistics
+    come back to the CPU once per sample.
 
     Returns the JSON-able report (protocol names + versions, dataset fingerprint, toolkit version,
     git SHA, partial flag); ``report["_samples"]`` is the per-sample DataFrame. Bad input raises a
@@ -569,6 +583,7 @@ def evaluate_predictions(
 
     from avsbench_kit import __version__
     from avsbench_kit.data.datasets import DATASETS
+    from avsbench_kit.device import resolve_device
     from avsbench_kit.data.masks import sample_gt
     from avsbench_kit.data.prepare import load_manifest
     from avsbench_kit.errors import ConfigError, DataError
@@ -578,6 +593,7 @@ def evaluate_predictions(
     from avsbench_kit.provenance import environment_info, git_sha
 
     t0 = time.perf_counter()
+    target = resolve_device(device)  # a missing GPU fails here, before anything is read or written
     workers = workers or min(2, os.cpu_count() or 1)
     spec = DATASETS.get(dataset)
     if resize is not None and resize not in P.RESIZE_MODES:
@@ -659,7 +675,7 @@ def evaluate_predictions(
     def work(row: dict[str, Any]):
         pr, gt = load_sample(row)
         try:
-            return ev.sample_stats(torch.from_numpy(pr), torch.from_numpy(gt))
+            return _on_cpu(ev.sample_stats(torch.from_numpy(pr).to(target), torch.from_numpy(gt).to(target)))
         except ValueError as exc:
             raise DataError(f"sample {row['sample_key']}: {exc}", hint="check the prediction files of this sample") from exc
 
@@ -701,6 +717,7 @@ def evaluate_predictions(
         "toolkit_version": __version__,
         "git_sha": git_sha(),
         "environment": environment_info(),
+        "device": str(target),
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "seconds": time.perf_counter() - t0,
         "notes": notes,

@@ -107,7 +107,10 @@ def resolve_config(req: RunRequest) -> dict[str, Any]:
     cfg = apply_overrides(cfg, later)
     from avsbench_kit.data.datasets import DATASETS
 
-    cfg["task"] = DATASETS.get(req.dataset).task  # what the model predicts for (AVSS: class logits)
+    dspec = DATASETS.get(req.dataset)
+    cfg["task"] = dspec.task  # what the model predicts for (AVSS: class logits over num_classes)
+    if dspec.num_classes:
+        cfg["num_classes"] = dspec.num_classes
     TrainConfig.from_dict(cfg["train"])  # validate early (bad values are ConfigErrors)
     return cfg
 
@@ -481,7 +484,7 @@ def _augmenter(cfg: dict[str, Any], requests: list, seed: int):
         return None
     from avsbench_kit.data.augment import augment_batch, check_augment_allowed
 
-    check_augment_allowed(requests)
+    check_augment_allowed(requests, block)
 
     def transform(batch: dict, epoch: int, index: int) -> dict:
         import torch

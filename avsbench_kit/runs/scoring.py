@@ -99,7 +99,11 @@ class Scorer:
         for p in protocols:
             res = PROTOCOLS.get(p).resolution
             by_size.setdefault(tuple(res) if res else None, []).append(p)
-        self.evaluators = [(size, Evaluator(ps, self.name, null_split=null)) for size, ps in by_size.items()]
+        from avsbench_kit.data.datasets import DATASETS
+
+        classes = DATASETS.get(manifest.dataset).num_classes or None  # AVSS: the dataset's label set
+        extra = {"num_classes": classes} if classes else {}
+        self.evaluators = [(size, Evaluator(ps, self.name, null_split=null, **extra)) for size, ps in by_size.items()]
         self.seen = 0
 
     def feed(self, batch: dict, logits: Any) -> None:

@@ -22,13 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from avsbench_kit.errors import ConfigError, DataError
+from avsbench_kit.models.sam2 import ImageFeatures, SAM2Wrapper, check_image_size, sam2_config_path
 from baselines.av2t.heads import (FEATURE_NORMS, PROMPT_FEATURES, AdapterGenerator,
                                   PromptFeature, PseudoTokens, text_hidden_fcs)
 from baselines.av2t.text_prompt import build_text_encoder
 from baselines.base import Baseline, BaselineOutput, check_batch, feature_request, masks_at
 from baselines.common.losses import soft_iou_loss
-from baselines.common.sam2_wrapper import (ImageFeatures, SAM2Wrapper, check_image_size,
-                                           sam2_config_path)
 
 
 def _choice(cfg: dict, key: str, choices: tuple[str, ...]) -> str:

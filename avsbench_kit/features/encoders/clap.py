@@ -117,8 +117,9 @@ class ClapAudioEncoder(Encoder):
             segs.extend(parts)
             counts.append(len(parts))
         feats = extractor(segs, sampling_rate=rate, return_tensors="pt")
-        out = net.get_audio_features(input_features=feats["input_features"], is_longer=feats.get("is_longer"))
-        emb = out.pooler_output.float().numpy()
+        out = net.get_audio_features(input_features=self.on_device(feats["input_features"]),
+                                     is_longer=self.on_device(feats.get("is_longer")))
+        emb = out.pooler_output.float().cpu().numpy()
         return [{"emb": part} for part in split_rows(emb, counts)]
 
 

@@ -107,7 +107,7 @@ class ClipImageEncoder(Encoder):
         net, processor = model
         images, counts = frames_of(batch)
         pixels = processor(images=images, do_rescale=False, return_tensors="pt")["pixel_values"]
-        emb = pooled_output(net.get_image_features(pixel_values=pixels)).float().numpy()
+        emb = pooled_output(net.get_image_features(pixel_values=self.on_device(pixels))).float().cpu().numpy()
         return [{"emb": part} for part in split_rows(emb, counts)]
 
 

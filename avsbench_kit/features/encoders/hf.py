@@ -107,7 +107,9 @@ class TextEncoder(Encoder):
         net, tokenizer = model
         texts = [str(u.get("text") or "") for u in batch]
         enc = self.tokenize(tokenizer, texts)
-        hidden, pooled = self.run(net, enc)
+        hidden, pooled = self.run(net, self.on_device(dict(enc)))
+        hidden = hidden.float().cpu()  # one copy back per batch
+        pooled = None if pooled is None else pooled.float().cpu()
         mask = enc["attention_mask"].numpy().astype(bool)
         dtype = np.dtype(self.cfg["dtype"])
         out = []

@@ -8,9 +8,11 @@ Levels (choose with ``levels``), for an ``image_size`` S input (multiple of 32):
   ``forward_image`` outputs that prompt-based baselines (AV2T-SAM, SAM2-LOVE) use.
 Positional encodings are a deterministic function of the size and are not stored.
 
-Preprocessing as SAM2's own transforms: bilinear resize (antialiased) to S x S, ImageNet mean/std.
-Weights: a SAM2 checkpoint (``.pt`` with a "model" state dict) matching ``model_config``, or a hub
-id (``facebook/sam2.1-hiera-tiny``); empty = random init of ``model_config`` with ``seed``.
+Built, preprocessed and weighted through the one SAM2 layer (``avsbench_kit.models.sam2``), so a
+cache and a baseline computing features from frames agree bit for bit: bilinear resize
+(antialiased) to S x S, ImageNet mean/std. Weights: a local SAM2 checkpoint (``.pt`` with a "model"
+state dict) matching ``model_config``, or a hub id (``facebook/sam2.1-hiera-tiny``) already in the
+local Hugging Face cache (never downloaded); empty = random init of ``model_config`` with ``seed``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from avsbench_kit.errors import ConfigError, DataError
+from avsbench_kit.errors import ConfigError
 from avsbench_kit.features.base import Encoder, FieldSpec, choice, positive
 
 LEVELS = {  # name: (channels, stride)
@@ -29,8 +31,6 @@ LEVELS = {  # name: (channels, stride)
     "conv_s0": (32, 4),
     "conv_s1": (64, 8),
 }
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class SAM2ImageEncoder(Encoder):
@@ -63,78 +63,40 @@ class SAM2ImageEncoder(Encoder):
         return {lv: FieldSpec(("T", LEVELS[lv][0], size // LEVELS[lv][1], size // LEVELS[lv][1]), self.cfg["dtype"],
                               role="level") for lv in self.cfg["levels"]}
 
-    def _checkpoint(self) -> str | None:
-        if not self.weights:
-            return None
-        from avsbench_kit.features.base import resolve_weights_path
-
-        path = resolve_weights_path(self.weights)
-        if path is not None:
-            return str(path)
-        from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES
-
-        if self.weights not in HF_MODEL_ID_TO_FILENAMES:
-            raise ConfigError(f"unknown SAM2 hub id {self.weights!r}", hint="known: " + ", ".join(HF_MODEL_ID_TO_FILENAMES))
-        config, filename = HF_MODEL_ID_TO_FILENAMES[self.weights]
-        if config != self.cfg["model_config"]:
-            raise ConfigError(f"{self.weights} needs model_config={config}", hint=f"pass model_config={config}")
-        try:
-            from huggingface_hub import hf_hub_download
-
-            return hf_hub_download(repo_id=self.weights, filename=filename)
-        except Exception as exc:
-            raise DataError(f"cannot fetch {self.weights}/{filename}: {str(exc).splitlines()[0]}",
-                            hint="offline, download the checkpoint elsewhere and pass weights=/path/to/file.pt") from None
-
     def _load(self) -> Any:
-        import torch
-        from sam2.build_sam import build_sam2
+        """The one SAM2 layer (``avsbench_kit.models.sam2``): same builder, preprocessing and
+        weights policy as the baselines (a local .pt or a hub id already in the HF cache; empty
+        weights = random init with ``seed``, never a silent fallback)."""
+        from avsbench_kit.models.sam2 import SAM2Wrapper
 
-        ckpt = self._checkpoint()
-        overrides = [f"++model.image_size={int(self.cfg['image_size'])}"]
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(self.cfg["seed"]))
-                model = build_sam2(self.cfg["model_config"], ckpt, device="cpu", hydra_overrides_extra=overrides)
-        except (RuntimeError, KeyError) as exc:
-            raise DataError(f"cannot build SAM2 from {self.cfg['model_config']} / {ckpt}: {str(exc).splitlines()[0]}",
-                            hint="the checkpoint must match model_config (e.g. sam2.1_hiera_tiny.pt with "
-                                 "configs/sam2.1/sam2.1_hiera_t.yaml)") from None
-        return model.eval()
+        return SAM2Wrapper(self.cfg["model_config"], self.weights or None, int(self.cfg["image_size"]),
+                           init_seed=int(self.cfg["seed"])).eval()
 
     def preprocess(self, frames: Any) -> Any:
-        """``[N, 3, H, W]`` in [0, 1] -> normalised ``[N, 3, S, S]``."""
+        """``[N, 3, H, W]`` in [0, 1] -> normalised ``[N, 3, S, S]`` (the layer's preprocessing)."""
         import torch
-        import torch.nn.functional as F
 
-        size = int(self.cfg["image_size"])
-        x = torch.as_tensor(frames, dtype=torch.float32)
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return self.model.preprocess(torch.as_tensor(frames).to(self.model.pixel_mean.device))
 
     def _encode(self, model: Any, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         import torch
 
-        frames = [self.preprocess(u["frames"]) for u in batch]
+        device = model.pixel_mean.device
+        # per clip: clips of one batch may differ in frame size until resized
+        frames = [model.preprocess(torch.as_tensor(u["frames"]).to(device, non_blocking=True))
+                  for u in batch]  # non_blocking: overlaps when the loader pins memory
         counts = [f.shape[0] for f in frames]
         x = torch.cat(frames)
-        out = model.image_encoder(x)
-        fpn = out["backbone_fpn"]
-        arrays: dict[str, torch.Tensor] = {}
-        for lv in self.cfg["levels"]:
-            if lv.startswith("fpn"):
-                arrays[lv] = fpn[int(lv[3])]
-            elif lv == "conv_s0":
-                arrays[lv] = model.sam_mask_decoder.conv_s0(fpn[0])
-            else:
-                arrays[lv] = model.sam_mask_decoder.conv_s1(fpn[1])
-        dtype = np.dtype(self.cfg["dtype"])
-        numpy = {lv: t.float().numpy().astype(dtype) for lv, t in arrays.items()}
+        fpn = model.image_encoder_outputs(x)["backbone_fpn"]
+        wanted = self.cfg["levels"]
+        arrays = {lv: fpn[int(lv[3])] for lv in wanted if lv.startswith("fpn")}
+        if "conv_s0" in wanted or "conv_s1" in wanted:
+            s0, s1 = model.project_high_res(fpn[0], fpn[1])
+            arrays.update({k: v for k, v in (("conv_s0", s0), ("conv_s1", s1)) if k in wanted})
+        dtype = getattr(torch, self.cfg["dtype"])
+        host = {lv: arrays[lv].to(dtype).cpu().numpy() for lv in wanted}  # one copy per batch
         result, start = [], 0
         for n in counts:
-            result.append({lv: np.ascontiguousarray(a[start:start + n]) for lv, a in numpy.items()})
+            result.append({lv: np.ascontiguousarray(a[start:start + n]) for lv, a in host.items()})
             start += n
         return result

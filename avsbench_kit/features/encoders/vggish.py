@@ -174,10 +174,10 @@ class VGGishEncoder(Encoder):
         exs = [self.unit_examples(u) for u in batch]
         counts = [e.shape[0] * e.shape[1] for e in exs]
         flat = torch.from_numpy(np.concatenate([e.reshape(-1, 1, 96, 64) for e in exs]))
-        emb = net(flat)
+        emb = net(self.on_device(flat))
         if pca is not None:
             emb = postprocess_pca(emb, *pca)
-        emb = emb.float().numpy()
+        emb = emb.float().cpu().numpy()  # one copy back per batch
         out, start = [], 0
         for e, n in zip(exs, counts):
             part = emb[start:start + n].reshape(e.shape[0], e.shape[1], -1)

@@ -66,5 +66,6 @@ class ViTEncoder(Encoder):
         net, processor = model
         images, counts = frames_of(batch)
         pixels = processor(images=images, do_rescale=False, return_tensors="pt")["pixel_values"]
-        tokens = net(pixel_values=pixels).last_hidden_state.float().numpy().astype(np.dtype(self.cfg["dtype"]))
+        hidden = net(pixel_values=self.on_device(pixels)).last_hidden_state
+        tokens = hidden.float().cpu().numpy().astype(np.dtype(self.cfg["dtype"]))
         return [{"tokens": part} for part in split_rows(tokens, counts)]

@@ -1,4 +1,4 @@
-"""The shared SAM2 wrapper: sizes, checkpoints, cache parity, adapter injection, decoder, memory."""
+"""The one SAM2 layer: sizes, checkpoints, cache parity, adapter injection, decoder, memory."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from avsbench_kit.errors import ConfigError, DataError
-from baselines.common.sam2_wrapper import (ImageFeatures, SAM2Wrapper, check_image_size,
-                                           classify_levels, hiera_block_dims)
+from avsbench_kit.models.sam2 import (ImageFeatures, SAM2Wrapper, check_image_size, classify_levels,
+                                     hiera_block_dims)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -185,8 +185,10 @@ def test_memory_propagation_shapes(sam128: SAM2Wrapper, images: torch.Tensor) ->
         frames = [sam128.features(sam128.preprocess(images.roll(t, dims=-1))) for t in range(3)]
         out = sam128.propagate(frames, {0: _prompt(2)}, output_size=32)
         mid = sam128.propagate(frames, {1: _prompt(2)}, output_size=(16, 24))
-    assert out.shape == (2, 3, 32, 32) and torch.isfinite(out).all()
-    assert mid.shape == (2, 3, 16, 24) and torch.isfinite(mid).all()
+    assert out.masks.shape == (2, 3, 32, 32) and torch.isfinite(out.masks).all()
+    assert mid.masks.shape == (2, 3, 16, 24) and torch.isfinite(mid.masks).all()
+    assert out.low_res_masks.shape == (2, 3, 1, 32, 32) and out.low_res_multimasks.shape == (2, 3, 3, 32, 32)
+    assert out.ious.shape == (2, 3, 3) and out.object_score_logits.shape == (2, 3)
 
 
 def test_sam2_image_cache_encoder_matches_the_wrapper_bit_for_bit(sam128: SAM2Wrapper) -> None:
@@ -207,3 +209,18 @@ def test_sam2_image_cache_encoder_matches_the_wrapper_bit_for_bit(sam128: SAM2Wr
     ours = {**raw, "conv_s0": proj[0].half(), "conv_s1": proj[1].half()}
     for name, value in ours.items():
         assert np.array_equal(cached[name], value.numpy()), name
+
+
+def test_one_weights_policy_for_the_cache_encoder_and_the_layer(tmp_path, monkeypatch) -> None:
+    """A hub id is only read from the local HF cache (no download, no random fallback), for the
+    sam2_image encoder exactly as for a baseline; a hub id of another architecture is refused."""
+    from avsbench_kit.features.base import build_encoder
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    enc = build_encoder("sam2_image", ("weights=facebook/sam2.1-hiera-tiny", "image_size=64"))
+    with pytest.raises(ConfigError, match="not in the local Hugging Face cache"):
+        enc.model
+    with pytest.raises(ConfigError, match="made for configs/sam2.1/sam2.1_hiera_t.yaml") as err:
+        SAM2Wrapper("sam2.1_hiera_s", "facebook/sam2.1-hiera-tiny", 128)
+    assert "sam2.1_hiera_t" in err.value.hint

@@ -1,11 +1,13 @@
-"""One SAM2 for every SAM2-based baseline, with the hook points the AVS papers need.
+"""The one SAM2 layer: every SAM2-based baseline and the ``sam2_image`` cache encoder use it.
 
-The four SAM2 papers (AV2T-SAM, AuralSAM2, SAM2-LOVE, ST-BAVA ports) all reach *inside* SAM2:
-raw FPN levels (AuralSAM2), extra sparse prompt tokens in the mask decoder (EVF-SAM style:
-AV2T-SAM, SAM2-LOVE), additive per-block prompts in the Hiera encoder (SAMA-style adapters) and
-memory propagation over frames. The PyPI ``sam2`` package exposes none of these as arguments, so
-this module rebuilds the few forward paths it needs from SAM2's own sub-modules — it never edits
-the package.
+The AVS papers built on SAM2 (AV2T-SAM, AuralSAM2, SAM2-LOVE, ST-BAVA ports) all reach *inside*
+SAM2: raw FPN levels (AuralSAM2), extra sparse prompt tokens and dense prompts in the mask decoder
+(EVF-SAM style: AV2T-SAM, SAM2-LOVE), additive prompts inside the decoder's two-way transformer
+(AuralSAM2), additive per-block prompts in the Hiera encoder (SAMA-style adapters) and memory
+propagation over frames with gradients. The PyPI ``sam2`` package exposes none of these as
+arguments, so this module rebuilds the few forward paths it needs from SAM2's own sub-modules
+(``sam2_decoder`` for the mask decoder) — it never edits the package. Without hooks every path
+gives SAM2's own outputs bit for bit (tests/test_models_sam2_hooks.py).
 
 Image features may come from a ``sam2_image`` cache (float16 on disk) or be computed on the fly; with
 ``round_features="float16"`` the on-the-fly path rounds exactly like the cache, so a model trained
@@ -14,7 +16,6 @@ on cached features predicts identically from frames.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -23,14 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avsbench_kit.errors import ConfigError, DataError
-from avsbench_kit.registry import did_you_mean
+from avsbench_kit.errors import ConfigError
+from avsbench_kit.models.sam2_build import (SAM2_CONFIGS, build_sam2_model, check_image_size,  # noqa: F401
+                                            hiera_block_dims, resolve_checkpoint, sam2_config_path)
+from avsbench_kit.models.sam2_decoder import Injection, add_checked, run_mask_decoder
 
-#: short config name -> sam2 package config path
-SAM2_CONFIGS: dict[str, str] = {
-    **{f"sam2.1_hiera_{s}": f"configs/sam2.1/sam2.1_hiera_{s}.yaml" for s in ("t", "s", "b+", "l")},
-    **{f"sam2_hiera_{s}": f"configs/sam2/sam2_hiera_{s}.yaml" for s in ("t", "s", "b+", "l")},
-}
 #: SAM2's image normalisation (ImageNet statistics, as in SAM2's own transforms)
 PIXEL_MEAN = (0.485, 0.456, 0.406)
 PIXEL_STD = (0.229, 0.224, 0.225)
@@ -39,110 +37,10 @@ PIXEL_STD = (0.229, 0.224, 0.225)
 RAW_LEVELS = ("fpn0", "fpn1", "fpn2")
 PROJECTED_LEVELS = ("conv_s0", "conv_s1")
 NO_OBJ_SCORE = -1024.0  # SAM2's placeholder logit for "no object"
-_HUB_ID = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.+-]+$")
 
-
-def check_image_size(image_size: int) -> int:
-    """SAM2's Hiera trunk downsamples by 32, so other sizes break deep inside the encoder."""
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0 \
-            or image_size % 32:
-        raise ConfigError(
-            f"image_size={image_size!r} is not a positive multiple of 32",
-            hint="SAM2's Hiera encoder downsamples by 32: use e.g. image_size=128, 256, 512 or 1024",
-        )
-    return image_size
-
-
-def sam2_config_path(name: str) -> str:
-    """``sam2.1_hiera_t`` -> ``configs/sam2.1/sam2.1_hiera_t.yaml`` (also accepts the full path)."""
-    if name in SAM2_CONFIGS:
-        return SAM2_CONFIGS[name]
-    if name in SAM2_CONFIGS.values():
-        return name
-    raise ConfigError(f"unknown SAM2 config {name!r}", hint=did_you_mean(name, list(SAM2_CONFIGS)))
-
-
-def resolve_checkpoint(spec: str | Path | None) -> Path | None:
-    """A local ``.pt`` path, or a hub id already present in the local Hugging Face cache.
-
-    Never downloads: the user fetches weights once, and runs stay offline and reproducible.
-    """
-    if spec is None or str(spec) == "":
-        return None
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return path
-    text = str(spec)
-    if _HUB_ID.match(text) and not path.exists():
-        from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES
-
-        filename = HF_MODEL_ID_TO_FILENAMES.get(text, (None, None))[1]
-        if filename is None:
-            raise ConfigError(
-                f"unknown SAM2 hub id {text!r}",
-                hint=did_you_mean(text, list(HF_MODEL_ID_TO_FILENAMES)) + " or pass a local .pt path",
-            )
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(text, filename)
-        except Exception:  # no hub client, or a broken cache: treat as not cached
-            cached = None
-        if isinstance(cached, str) and Path(cached).is_file():
-            return Path(cached)
-        raise ConfigError(
-            f"SAM2 checkpoint {text!r} is not in the local Hugging Face cache (no download here)",
-            hint=f"download it once: `huggingface-cli download {text} {filename}`, "
-                 f"then pass sam2.checkpoint={text} or the local path of {filename}",
-        )
-    raise ConfigError(
-        f"SAM2 checkpoint {text} does not exist",
-        hint="pass a local .pt file (e.g. sam2.1_hiera_tiny.pt) or leave sam2.checkpoint empty for "
-             "random weights",
-    )
-
-
-def _load_state(model: nn.Module, path: Path, config: str) -> None:
-    """Load a SAM2 ``.pt``; a corrupt file or a config mismatch becomes a one-line user error."""
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DataError(
-            f"cannot read SAM2 checkpoint {path}: {type(exc).__name__}",
-            hint="the file is truncated or not a SAM2 .pt: download it again",
-        ) from None
-    state = blob.get("model", blob) if isinstance(blob, dict) else blob
-    if not isinstance(state, Mapping):
-        raise DataError(f"SAM2 checkpoint {path} holds no state dict", hint="download it again")
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        first = str(exc).strip().splitlines()[-1].strip()[:160]
-        raise ConfigError(
-            f"SAM2 checkpoint {path} does not fit sam2.config={config}: {first}",
-            hint="pass the config the checkpoint was made for (e.g. sam2.1_hiera_large.pt -> "
-                 "sam2.config=sam2.1_hiera_l)",
-        ) from None
-    if missing or unexpected:
-        raise ConfigError(
-            f"SAM2 checkpoint {path} does not fit sam2.config={config}: {len(missing)} missing "
-            f"keys (e.g. {list(missing)[:2]}), {len(unexpected)} unexpected (e.g. {list(unexpected)[:2]})",
-            hint="pass the config the checkpoint was made for (e.g. sam2_hiera_large.pt -> "
-                 "sam2.config=sam2_hiera_l)",
-        )
-
-
-def hiera_block_dims(embed_dim: int, stages: Sequence[int], dim_mul: float = 2.0) -> list[int]:
-    """Input width of every Hiera block (a stage's first block still sees the previous width).
-
-    These are the adapter widths of SAMA-style prompts (Hiera-L: 144x3, 288x6, 576x36, 1152x3).
-    """
-    dims, width = [], embed_dim
-    for s, depth in enumerate(stages):
-        for i in range(depth):
-            dims.append(width if not (s > 0 and i == 0) else int(width / dim_mul))
-        width = int(width * dim_mul)
-    return dims
+__all__ = ["SAM2Wrapper", "ImageFeatures", "DecoderOutput", "TrackOutput", "Injection",
+           "classify_levels", "check_image_size", "hiera_block_dims", "resolve_checkpoint",
+           "sam2_config_path", "SAM2_CONFIGS", "NO_OBJ_SCORE"]
 
 
 @dataclass
@@ -221,6 +119,17 @@ class DecoderOutput:
     best_token: torch.Tensor  # [N, 256] mask-output token of the chosen mask (object pointer source)
 
 
+@dataclass
+class TrackOutput:
+    """Per-frame outputs of :meth:`SAM2Wrapper.propagate` over B clips of T frames."""
+
+    masks: torch.Tensor  # [B, T, H, W] chosen mask logits at the requested size
+    low_res_masks: torch.Tensor  # [B, T, 1, 4h, 4w]
+    low_res_multimasks: torch.Tensor  # [B, T, M, 4h, 4w]
+    ious: torch.Tensor  # [B, T, M] predicted IoUs
+    object_score_logits: torch.Tensor  # [B, T]
+
+
 class SAM2Wrapper(nn.Module):
     """SAM2 built from a config name (+ optional local checkpoint) at any multiple-of-32 size.
 
@@ -231,29 +140,22 @@ class SAM2Wrapper(nn.Module):
                  image_size: int = 1024, *, init_seed: int = 0,
                  round_features: str | None = None, require_checkpoint: bool = False) -> None:
         super().__init__()
-        from sam2.build_sam import build_sam2
-
         self.config_name = config
         self.image_size = check_image_size(image_size)
+        sam2_config_path(config)  # unknown names fail before anything is built
         if round_features not in (None, "float16", "bfloat16"):
             raise ConfigError(f"sam2.round_features={round_features!r} is not one of float16, "
                               "bfloat16, null", hint="float16 matches the sam2_image cache")
         self.round_features = round_features
-        path = resolve_checkpoint(checkpoint)
+        path = resolve_checkpoint(checkpoint, config)
         if path is None and require_checkpoint:
             raise ConfigError(
-                f"this config needs pretrained SAM2 weights but sam2.checkpoint is empty",
+                "this config needs pretrained SAM2 weights but sam2.checkpoint is empty",
                 hint="pass sam2.checkpoint=/path/to/<weights>.pt (e.g. sam2_hiera_large.pt from "
                      "facebook/sam2-hiera-large), or sam2.require_checkpoint=false for random weights",
             )
         self.checkpoint = str(path) if path else None
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(init_seed)  # random weights are a function of init_seed only
-            model = build_sam2(sam2_config_path(config), None, device="cpu", mode="eval",
-                               hydra_overrides_extra=[f"++model.image_size={image_size}"],
-                               apply_postprocessing=False)
-        if path is not None:
-            _load_state(model, path, config)
+        model = build_sam2_model(config, path, image_size, init_seed)
         for p in model.parameters():
             p.requires_grad_(False)
         self.model = model
@@ -287,16 +189,17 @@ class SAM2Wrapper(nn.Module):
     # ---- (1) image features ------------------------------------------------------------------
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """[N,3,H,W] RGB in [0,1] -> SAM2 input: plain (antialiased bilinear) resize to image_size²
-        + ImageNet mean/std — the ``sam2_image`` encoder's preprocessing."""
-        if frames.shape[-2:] != (self.image_size, self.image_size):  # same as the sam2_image cache
-            frames = F.interpolate(frames.float(), size=(self.image_size, self.image_size),
+        + ImageNet mean/std. The one preprocessing of the cache encoder and the baselines."""
+        frames = frames.float()
+        if frames.shape[-2:] != (self.image_size, self.image_size):
+            frames = F.interpolate(frames, size=(self.image_size, self.image_size),
                                    mode="bilinear", align_corners=False, antialias=True)
         return (frames - self.pixel_mean) / self.pixel_std
 
     def image_encoder_outputs(self, images: torch.Tensor,
                               block_prompts: Sequence[torch.Tensor] | None = None) -> dict:
         """The image encoder's dict (raw 256-ch ``backbone_fpn``, ``vision_pos_enc``), optionally
-        with an additive prompt before every Hiera block (hook 3)."""
+        with an additive prompt before every Hiera block."""
         if block_prompts is None:
             return self.image_encoder(images)
         enc = self.image_encoder
@@ -305,14 +208,17 @@ class SAM2Wrapper(nn.Module):
             features, pos = features[: -enc.scalp], pos[: -enc.scalp]
         return {"vision_features": features[-1], "vision_pos_enc": pos, "backbone_fpn": features}
 
+    def project_high_res(self, fpn0: torch.Tensor, fpn1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mask decoder's conv_s0/conv_s1 on raw levels 0/1 (what ``forward_image`` does)."""
+        return self.mask_decoder.conv_s0(fpn0), self.mask_decoder.conv_s1(fpn1)
+
     def forward_image(self, images: torch.Tensor,
                       block_prompts: Sequence[torch.Tensor] | None = None) -> dict:
         """``SAM2Base.forward_image``: high-res levels projected by conv_s0/conv_s1."""
         out = self.image_encoder_outputs(images, block_prompts)
         out = {**out, "backbone_fpn": list(out["backbone_fpn"])}
         if self.model.use_high_res_features_in_sam:
-            out["backbone_fpn"][0] = self.mask_decoder.conv_s0(out["backbone_fpn"][0])
-            out["backbone_fpn"][1] = self.mask_decoder.conv_s1(out["backbone_fpn"][1])
+            out["backbone_fpn"][:2] = self.project_high_res(*out["backbone_fpn"][:2])
         return out
 
     def features(self, images: torch.Tensor,
@@ -332,7 +238,7 @@ class SAM2Wrapper(nn.Module):
             return t
         return t.to(getattr(torch, self.round_features)).float()
 
-    # ---- (3) adapter prompts -----------------------------------------------------------------
+    # ---- adapter prompts inside the Hiera trunk ----------------------------------------------
     def _trunk_with_prompts(self, images: torch.Tensor,
                             prompts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Hiera's forward with ``x = x + prompt_j`` before block j (broadcast over H×W)."""
@@ -353,53 +259,90 @@ class SAM2Wrapper(nn.Module):
                 outputs.append(x.permute(0, 3, 1, 2))
         return outputs
 
-    # ---- (2) mask decoder with extra sparse prompts ------------------------------------------
-    def decoder_inputs(self, feats: ImageFeatures, add_no_mem_embed: bool = True
-                       ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    # ---- mask decoder with extra sparse / dense prompts and injections -----------------------
+    def decoder_inputs(self, feats: ImageFeatures, add_no_mem_embed: bool = True, *,
+                       injection: Injection | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Image embedding (+ ``no_mem_embed``, as SAM2 does on an un-tracked frame) and the two
-        high-res maps (through conv_s0/conv_s1 unless the cache already projected them)."""
+        high-res maps (through conv_s0/conv_s1 unless the cache already projected them), with
+        ``injection.image`` / ``injection.high_res`` added."""
         top = feats.levels[2]
         if add_no_mem_embed:
             top = top + self.model.no_mem_embed.view(1, -1, 1, 1)
         s0, s1 = feats.levels[0], feats.levels[1]
         if not feats.projected:
-            s0, s1 = self.mask_decoder.conv_s0(s0), self.mask_decoder.conv_s1(s1)
-        return top, [s0, s1]
+            s0, s1 = self.project_high_res(s0, s1)
+        return self._inject_embeddings(top, [s0, s1], injection)
+
+    @staticmethod
+    def _inject_embeddings(image_embed: torch.Tensor, high_res: list[torch.Tensor],
+                           injection: Injection | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if injection is None:
+            return image_embed, high_res
+        hr = injection.high_res
+        return (add_checked(image_embed, injection.image, "Injection.image"),
+                [add_checked(high_res[0], hr[0], "Injection.high_res[0]"),
+                 add_checked(high_res[1], hr[1], "Injection.high_res[1]")])
+
+    def padding_points(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM2's empty prompt: one point at (0, 0) with label -1 ("padding")."""
+        return (torch.zeros(n, 1, 2, device=device),
+                -torch.ones(n, 1, dtype=torch.int32, device=device))
 
     def decode(self, feats: ImageFeatures, extra_sparse: torch.Tensor | None = None, *,
+               dense: torch.Tensor | None = None, injection: Injection | None = None,
                multimask: bool = True, output_size: int | tuple[int, int] | None = None,
-               apply_object_score: bool = False) -> DecoderOutput:
-        """Image features + extra prompt tokens -> mask logits (EVF-SAM2 style)."""
+               apply_object_score: bool = False, pad_point: bool = False) -> DecoderOutput:
+        """Image features + prompts -> mask logits on one (untracked) frame.
+
+        ``pad_point`` puts SAM2's padding point before the extra tokens (SAM2's image path does;
+        EVF-SAM2 does not)."""
         image_embed, high_res = self.decoder_inputs(feats)
-        return self.decode_embeddings(image_embed, high_res, extra_sparse, multimask=multimask,
+        points = self.padding_points(image_embed.shape[0], image_embed.device) if pad_point else None
+        return self.decode_embeddings(image_embed, high_res, extra_sparse, dense=dense, points=points,
+                                      injection=injection, multimask=multimask,
                                       output_size=output_size, apply_object_score=apply_object_score)
 
     def decode_embeddings(self, image_embed: torch.Tensor, high_res: list[torch.Tensor],
                           extra_sparse: torch.Tensor | None = None, *,
+                          dense: torch.Tensor | None = None,
                           points: tuple[torch.Tensor, torch.Tensor] | None = None,
-                          multimask: bool = True,
+                          injection: Injection | None = None, multimask: bool = True,
                           output_size: int | tuple[int, int] | None = None,
                           apply_object_score: bool = False) -> DecoderOutput:
-        """One mask-decoder call. ``extra_sparse`` [N,K,256] is concatenated after the prompt
-        encoder's sparse output (empty for points=None: no padding point, as EVF-SAM2 does); the
-        dense prompt is ``no_mask_embed``. With ``multimask`` the mask of highest predicted IoU is
-        chosen. ``apply_object_score`` replaces masks of "no object" frames by -1024 like SAM2's
-        tracker (off by default: it blocks gradients on those frames)."""
+        """One mask-decoder call.
+
+        ``extra_sparse`` [N,K,256] is concatenated after the prompt encoder's sparse output (empty
+        for points=None); ``dense`` [N,256,h,w] replaces ``no_mask_embed`` as the dense prompt;
+        ``injection`` is added to the embeddings and inside the two-way transformer. With
+        ``multimask`` the mask of highest predicted IoU is chosen. ``apply_object_score`` replaces
+        masks of "no object" frames by -1024 like SAM2's tracker (off by default: it blocks
+        gradients on those frames)."""
         n = image_embed.shape[0]
-        sparse, dense = self.prompt_encoder(points=points, boxes=None, masks=None)
+        image_embed, high_res = self._inject_embeddings(image_embed, high_res, injection)
+        sparse, no_mask = self.prompt_encoder(points=points, boxes=None, masks=None)
         if points is None:
             sparse = sparse.expand(n, -1, -1)
-            dense = dense.expand(n, -1, -1, -1)
+            no_mask = no_mask.expand(n, -1, -1, -1)
         if extra_sparse is not None:
             if extra_sparse.dim() != 3 or extra_sparse.shape[0] != n \
                     or extra_sparse.shape[2] != sparse.shape[2]:
                 raise ValueError(f"extra sparse prompts must be [{n}, K, {sparse.shape[2]}], got "
                                  f"{tuple(extra_sparse.shape)}")
             sparse = torch.cat([sparse, extra_sparse.to(sparse.dtype)], dim=1)
-        low, ious, tokens, obj = self.mask_decoder(
-            image_embeddings=image_embed, image_pe=self.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-            multimask_output=multimask, repeat_image=False, high_res_features=high_res)
+        if dense is not None:
+            if tuple(dense.shape) != tuple(image_embed.shape):
+                raise ValueError(f"dense prompt must be {list(image_embed.shape)}, got "
+                                 f"{list(dense.shape)}")
+            no_mask = dense.to(image_embed.dtype)
+        image_pe = self.prompt_encoder.get_dense_pe()
+        if injection is None or not (injection.keys or injection.tokens):
+            low, ious, tokens, obj = self.mask_decoder(
+                image_embeddings=image_embed, image_pe=image_pe, sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=no_mask, multimask_output=multimask, repeat_image=False,
+                high_res_features=high_res)
+        else:
+            low, ious, tokens, obj = run_mask_decoder(self.mask_decoder, image_embed, image_pe,
+                                                      sparse, no_mask, multimask, high_res, injection)
         if apply_object_score and self.model.pred_obj_scores:
             low = torch.where(obj[:, :, None, None] > 0, low, torch.full_like(low, NO_OBJ_SCORE))
         low = low.float()
@@ -410,12 +353,15 @@ class SAM2Wrapper(nn.Module):
             token = tokens[rows, best] if tokens.shape[1] > 1 else tokens[:, 0]
         else:
             low_best, token = low[:, :1], tokens[:, 0]
-        size = output_size or self.image_size
-        size = (size, size) if isinstance(size, int) else tuple(size)
-        masks = F.interpolate(low_best, size=size, mode="bilinear", align_corners=False)[:, 0]
+        masks = self._resize(low_best, output_size)[:, 0]
         return DecoderOutput(masks, low_best, low, ious, obj, token)
 
-    # ---- (4) memory propagation --------------------------------------------------------------
+    def _resize(self, low: torch.Tensor, size: int | tuple[int, int] | None) -> torch.Tensor:
+        size = size or self.image_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        return F.interpolate(low, size=size, mode="bilinear", align_corners=False)
+
+    # ---- memory propagation ------------------------------------------------------------------
     def object_pointer(self, out: DecoderOutput) -> torch.Tensor:
         """SAM2's object pointer from the chosen mask token, with its no-object handling."""
         m = self.model
@@ -428,28 +374,46 @@ class SAM2Wrapper(nn.Module):
             ptr = ptr + (1 - lam) * m.no_obj_ptr
         return ptr
 
-    def propagate(self, frames: Sequence[ImageFeatures], prompts: Mapping[int, torch.Tensor], *,
+    def propagate(self, frames: Sequence[ImageFeatures],
+                  prompts: Mapping[int, torch.Tensor] | None = None, *,
+                  dense: Mapping[int, torch.Tensor] | None = None,
+                  injections: Mapping[int, Injection] | None = None,
                   cond_frames: Sequence[int] | None = None, multimask: bool = True,
-                  output_size: int | tuple[int, int] | None = None) -> torch.Tensor:
-        """Track over T frames with SAM2's memory attention + memory encoder.
+                  output_size: int | tuple[int, int] | None = None,
+                  object_score: bool = True, pad_point: bool = True) -> TrackOutput:
+        """Track B clips over T frames with SAM2's memory attention + memory encoder.
 
-        ``frames[t]`` holds the features of frame t for a batch of B clips; ``prompts[t]``
-        ([B,K,256]) are extra sparse tokens on frame t (typically the conditioning frame; other
-        frames get SAM2's empty padding point). Conditioning frames (default: the prompted ones,
-        else frame 0) are decoded first, then the others in index order, each attending to the
-        memories of the frames done before it. Returns mask logits [B,T,H,W].
+        ``frames[t]`` holds the features of frame t of the B clips. ``prompts[t]`` [B,K,256] are
+        extra sparse tokens, ``dense[t]`` [B,256,h,w] a dense prompt and ``injections[t]`` the
+        additive injections of frame t. Conditioning frames (default: the frames with a sparse or
+        dense prompt, else frame 0) are decoded first without memory, then the others in index
+        order, each attending to the memories of the frames done before it. Frames without extra
+        sparse tokens get SAM2's padding point when ``pad_point`` (SAM2's tracker does; AuralSAM2
+        does not). ``object_score`` applies SAM2's "no object" rule (masks -> -1024 where the
+        object score is negative) to the outputs and the memories. Gradients flow through
+        everything (wrap in ``torch.no_grad()`` to track without them).
         """
-        m = self.model
+        prompts, dense, injections = dict(prompts or {}), dict(dense or {}), dict(injections or {})
         t_total = len(frames)
-        conds = sorted(cond_frames if cond_frames is not None else (prompts or {0: None}))
+        if t_total == 0:
+            raise ValueError("propagate needs at least one frame")
+        for what, table in (("prompts", prompts), ("dense", dense), ("injections", injections),
+                            ("cond_frames", {t: None for t in cond_frames or ()})):
+            bad = [t for t in table if not (isinstance(t, int) and 0 <= t < t_total)]
+            if bad:
+                raise ValueError(f"{what} names frames {bad} outside 0..{t_total - 1}")
+        conds = sorted(set(cond_frames if cond_frames is not None else (set(prompts) | set(dense)) or {0}))
+        if not conds:
+            raise ValueError("cond_frames is empty: SAM2 needs at least one conditioning frame")
         order = conds + [t for t in range(t_total) if t not in conds]
+        m = self.model
         memory: dict = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
-        results: dict[int, torch.Tensor] = {}
+        results: dict[int, DecoderOutput] = {}
         for t in order:
             feats = frames[t]
             top = feats.levels[2]
-            b, c, h, w = top.shape
-            seq = top.flatten(2).permute(2, 0, 1)
+            b, _, h, w = top.shape
+            seq = top.flatten(2).permute(2, 0, 1)  # SAM2's (HW)BC layout
             pos = m.image_encoder.neck.position_encoding(top).to(top.dtype).flatten(2).permute(2, 0, 1)
             is_cond = t in conds
             pix = m._prepare_memory_conditioned_features(
@@ -458,19 +422,24 @@ class SAM2Wrapper(nn.Module):
                 num_frames=t_total)
             _, high_res = self.decoder_inputs(feats, add_no_mem_embed=False)
             extra = prompts.get(t)
-            points = None
-            if extra is None:  # SAM2's empty prompt: one padding point
-                points = (torch.zeros(b, 1, 2, device=top.device),
-                          -torch.ones(b, 1, dtype=torch.int32, device=top.device))
-            out = self.decode_embeddings(pix, high_res, extra, points=points, multimask=multimask,
-                                         output_size=output_size, apply_object_score=True)
-            hi = F.interpolate(out.low_res_masks, size=(self.image_size, self.image_size),
-                               mode="bilinear", align_corners=False)
+            points = self.padding_points(b, top.device) if extra is None and pad_point else None
+            out = self.decode_embeddings(pix, high_res, extra, dense=dense.get(t), points=points,
+                                         injection=injections.get(t), multimask=multimask,
+                                         output_size=output_size, apply_object_score=object_score)
+            hi = self._resize(out.low_res_multimasks, self.image_size)  # all, then pick: as SAM2
+            if hi.shape[1] > 1:
+                hi = hi[torch.arange(b, device=hi.device), out.ious.argmax(dim=-1)].unsqueeze(1)
             maskmem, maskmem_pos = m._encode_new_memory(
                 current_vision_feats=[seq], feat_sizes=[(h, w)], pred_masks_high_res=hi,
-                object_score_logits=out.object_score_logits, is_mask_from_pts=is_cond)
+                object_score_logits=out.object_score_logits, is_mask_from_pts=extra is not None)
             key = "cond_frame_outputs" if is_cond else "non_cond_frame_outputs"
             memory[key][t] = {"maskmem_features": maskmem, "maskmem_pos_enc": maskmem_pos,
                               "obj_ptr": self.object_pointer(out), "pred_masks": out.low_res_masks}
-            results[t] = out.masks
-        return torch.stack([results[t] for t in range(t_total)], dim=1)
+            results[t] = out
+        ordered = [results[t] for t in range(t_total)]
+        return TrackOutput(
+            masks=torch.stack([o.masks for o in ordered], dim=1),
+            low_res_masks=torch.stack([o.low_res_masks for o in ordered], dim=1),
+            low_res_multimasks=torch.stack([o.low_res_multimasks for o in ordered], dim=1),
+            ious=torch.stack([o.ious for o in ordered], dim=1),
+            object_score_logits=torch.stack([o.object_score_logits[:, 0] for o in ordered], dim=1))
