@@ -68,9 +68,8 @@ def main() -> None:
 
     import torch
 
+    from avsbench_kit.models.sam2 import Injection, SAM2Wrapper
     from baselines.auralsam2.fuser import AuralFuser, FuserConfig
-    from baselines.auralsam2.inject import Injection, propagate
-    from baselines.common.sam2_wrapper import SAM2Wrapper
     from baselines.configs import load_config
 
     torch.set_num_threads(args.threads)
@@ -93,14 +92,14 @@ def main() -> None:
                 sam.features(images[i:i + 1])
 
         def decode():
-            propagate(sam, feats, {}, cond_frames=[t // 2])
+            sam.propagate(feats, cond_frames=[t // 2], object_score=False, pad_point=False)
 
         def decode_with_fuser():
             out = fuser(levels, tokens, t)
             inj = {i: Injection(keys={p: out.dense[2 - k][:, i] for k, p in enumerate(points)},
                                 tokens={p: out.sparse[2 - k][:, i, None] for k, p in enumerate(points)})
                    for i in range(t)}
-            propagate(sam, feats, inj, cond_frames=[t // 2])
+            sam.propagate(feats, injections=inj, cond_frames=[t // 2], object_score=False, pad_point=False)
 
         enc = _median_time(encode, args.repeats) / t
         dec = _median_time(decode, args.repeats) / t

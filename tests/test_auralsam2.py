@@ -10,11 +10,10 @@ import torch
 
 from avsbench_kit.errors import ConfigError
 from baselines.auralsam2.fuser import AuralFuser, BiFusion, FuserConfig
-from baselines.auralsam2.inject import Injection, decode_injected, propagate
 from baselines.auralsam2.losses import AudioConConfig, audiocon_loss, sample_pixels
 from baselines.common.losses import multistep_mask_loss
 from baselines.configs import load_config
-from baselines.common.sam2_wrapper import ImageFeatures
+from avsbench_kit.models.sam2 import ImageFeatures
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -90,57 +89,33 @@ def test_fuser_shapes_and_cross_frame_audio() -> None:
     assert not torch.allclose(out2.sparse[0][:, 0], out.sparse[0][:, 0])
 
 
-# ---- decoder injection -----------------------------------------------------------------------------
-def test_zero_injection_is_sam2s_own_decoder(model) -> None:
-    sam = model.sam
-    batch = make_batch()
-    feats = sam.from_cache({k: v[:, 0] for k, v in batch["features"]["sam2_image"].items()})
-    embed, high = sam.decoder_inputs(feats)
-    with torch.no_grad():
-        ref = sam.decode_embeddings(embed, high, None, multimask=True)
-        mine = decode_injected(sam, embed, high, Injection(), multimask=True)
-        zero = torch.zeros_like(embed)
-        mine0 = decode_injected(sam, embed, high, Injection(keys={0: zero, "final": zero},
-                                                            tokens={1: torch.zeros(2, 1, 256)}))
-    for a, b in ((ref.low_res_multimasks, mine.low_res_multimasks), (ref.ious, mine.ious),
-                 (ref.object_score_logits, mine.object_score_logits), (ref.masks, mine.masks),
-                 (mine.masks, mine0.masks)):
-        assert torch.allclose(a, b, atol=1e-5)
-
-
-@pytest.mark.parametrize("point", [0, 1, "final"])
-def test_each_injection_point_reaches_the_masks(model, point) -> None:
-    sam = model.sam
-    batch = make_batch()
-    feats = sam.from_cache({k: v[:, 0] for k, v in batch["features"]["sam2_image"].items()})
-    embed, high = sam.decoder_inputs(feats)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        base = decode_injected(sam, embed, high, Injection())
-        dense = decode_injected(sam, embed, high, Injection(keys={point: torch.randn(embed.shape, generator=g)}))
-        sparse = decode_injected(sam, embed, high, Injection(tokens={point: torch.randn(2, 1, 256, generator=g)}))
-    assert not torch.allclose(base.low_res_multimasks, dense.low_res_multimasks)
-    assert not torch.allclose(base.low_res_multimasks, sparse.low_res_multimasks)
-
-
-def test_tracking_order_and_memory(model) -> None:
+# ---- tracking ------------------------------------------------------------------------------------
+def test_prompt_free_tracking_order_and_memory_grad(model) -> None:
     sam = model.sam
     batch = make_batch()
     lv = batch["features"]["sam2_image"]
     frames = [sam.from_cache({k: v[:, t] for k, v in lv.items()}) for t in range(5)]
+    kw = dict(cond_frames=[2], object_score=False, pad_point=False)
     with torch.no_grad():
-        out = propagate(sam, frames, {}, cond_frames=[2])
+        out = sam.propagate(frames, **kw)
         changed = list(frames)
         changed[4] = ImageFeatures(tuple(x + 1.0 for x in frames[4].levels))
-        out2 = propagate(sam, changed, {}, cond_frames=[2])
-        changed0 = list(frames)
-        changed0[2] = ImageFeatures(tuple(x + 1.0 for x in frames[2].levels))
-        out3 = propagate(sam, changed0, {}, cond_frames=[2])
+        out2 = sam.propagate(changed, **kw)
+        padded = sam.propagate(frames, cond_frames=[2], object_score=False)  # SAM2's padding point
     assert out.masks.shape == (2, 5, S, S) and out.low_res_multimasks.shape[2] == 3
-    # frames decoded before frame 4 (cond frame 2, then 0, 1, 3) cannot see it
-    assert torch.equal(out.masks[:, :4], out2.masks[:, :4])
-    # every later frame reads the conditioning frame's memory
-    assert not torch.allclose(out.masks[:, 3], out3.masks[:, 3])
+    assert torch.equal(out.masks[:, :4], out2.masks[:, :4])  # cond 2, then 0, 1, 3: none sees frame 4
+    assert not torch.allclose(out.masks, padded.masks)  # no point prompt at all (pad_point=False)
+    # memory_grad=False: frame 3's loss reaches frame 3's own injection, not frame 2's (via memory)
+    grads = {}
+    for memory_grad in (True, False):
+        keys = [torch.zeros(2, 256, S // 16, S // 16, requires_grad=True) for _ in range(5)]
+        inj = {i: Injection(keys={0: keys[i]}) for i in range(5)}
+        tr = sam.propagate(frames, injections=inj, memory_grad=memory_grad, **kw)
+        tr.low_res_multimasks[:, 3].sum().backward()
+        grads[memory_grad] = [k.grad for k in keys]
+    assert grads[True][3].abs().sum() > 0 and grads[True][2].abs().sum() > 0
+    assert grads[False][3].abs().sum() > 0 and grads[False][2] is None
+    assert torch.allclose(grads[True][3], grads[False][3])
 
 
 # ---- losses ----------------------------------------------------------------------------------------

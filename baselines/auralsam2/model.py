@@ -4,7 +4,7 @@ SAM2's raw FPN levels (``sam2_image`` cache, ``levels=[fpn0,fpn1,fpn2]``) and th
 tokens (+ DistilRoBERTa tokens for Ref-AVS) go through the AuralFuser (:mod:`.fuser`), which gives
 one dense map and one sparse vector per pyramid level. They are added inside the frozen mask
 decoder before two-way block 0, block 1 and the final token->image attention (deepest level first,
-:mod:`.inject`). SAM2's tracking loop runs over all frames without any prompt; the conditioning
+``avsbench_kit.models.sam2.Injection``). SAM2's tracking loop runs over all frames without any prompt; the conditioning
 frame is the middle one in training. Loss: SAM2's multi-step loss + AudioCon (:mod:`.losses`).
 Only the fuser (and the text projection) train; every SAM2 parameter stays bit-identical.
 """
@@ -17,17 +17,18 @@ import torch
 from torch import nn
 
 from avsbench_kit.errors import ConfigError, DataError
+from avsbench_kit.models.sam2 import ImageFeatures, Injection, SAM2Wrapper, check_image_size, sam2_config_path
 from baselines.auralsam2.fuser import AUDIO_PE, AuralFuser, FuserConfig
-from baselines.auralsam2.inject import POINTS, Injection, propagate
 from baselines.auralsam2.losses import AudioConConfig, audiocon_loss
 from baselines.base import (Baseline, BaselineOutput, ParamGroup, check_batch, decay_groups,
                             encoder_weights_missing, feature_request, input_enabled, masks_at)
 from baselines.common.losses import multistep_mask_loss
-from baselines.common.sam2_wrapper import ImageFeatures, SAM2Wrapper, check_image_size, sam2_config_path
 
 LEVELS = ("fpn0", "fpn1", "fpn2")
 COND_FRAMES = ("middle", "first", "last")
 DECODE_MODES = ("iou_select", "iou_occ_select")
+#: injection points: before two-way block 0, block 1, and the final token->image attention
+POINTS = (0, 1, "final")
 #: tasks whose samples carry a referring expression (None: a model built outside a run, e.g. tests)
 TEXT_TASKS = ("refavs", None)
 
@@ -265,9 +266,9 @@ class AuralSAM2(Baseline):
                       for i in range(t)}
         rule = self.train_cond if self.training else self.eval_cond
         key = "tracking.train_cond_frame" if self.training else "tracking.eval_cond_frame"
-        tr = propagate(self.sam, frames, injections, cond_frames=[cond_index(rule, t, key)],
-                       multimask=self.multimask, output_size=self.output_size,
-                       object_score=self.object_score, memory_grad=self.memory_grad)
+        tr = self.sam.propagate(frames, injections=injections, cond_frames=[cond_index(rule, t, key)],
+                                multimask=self.multimask, output_size=self.output_size,
+                                object_score=self.object_score, pad_point=False, memory_grad=self.memory_grad)
         logits = tr.masks
         if self.decode_mode == "iou_occ_select":
             logits = torch.where(tr.object_score_logits[..., None, None] > 0, logits,
