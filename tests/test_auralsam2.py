@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from avsbench_kit.errors import ConfigError
+from avsbench_kit.models.sam2 import ImageFeatures, Injection
 from baselines.auralsam2.fuser import AuralFuser, BiFusion, FuserConfig
 from baselines.auralsam2.losses import AudioConConfig, audiocon_loss, sample_pixels
 from baselines.common.losses import multistep_mask_loss
 from baselines.configs import load_config
-from avsbench_kit.models.sam2 import ImageFeatures
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
