@@ -114,7 +114,7 @@ def test_prompt_free_tracking_order_and_memory_grad(model) -> None:
         tr.low_res_multimasks[:, 3].sum().backward()
         grads[memory_grad] = [k.grad for k in keys]
     assert grads[True][3].abs().sum() > 0 and grads[True][2].abs().sum() > 0
-    assert grads[False][3].abs().sum() > 0 and grads[False][2] is None
+    assert grads[False][3].abs().sum() > 0 and grads[False][2].abs().sum() == 0  # (stack gives zeros)
     assert torch.allclose(grads[True][3], grads[False][3])
 
 

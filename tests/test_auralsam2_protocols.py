@@ -61,6 +61,8 @@ def test_refavs_j_f_identical_off_the_null_split() -> None:
 
 
 class _Manifest:
+    dataset = "synth-ms3"
+
     def __init__(self, keys: list[str]) -> None:
         self.keys = keys
 
