@@ -23,6 +23,11 @@ _SAM2LOVE_PAPER = ("SAM2-LOVE: Segment Anything Model 2 in Language-aided Audio-
 #: tiny SAM2-LOVE for the conformance test (64 px SAM2, 1-layer 32-wide fusion)
 _SAM2LOVE_TINY = ("image_size=64", "output_size=32", "fusion.layers=1", "fusion.width=32", "fusion.heads=2",
                   "fusion.ffn=64")
+_AURALSAM2_PAPER = ("AuralSAM2: Enabling SAM2 Hear Through Pyramid Audio-Visual Feature Prompting "
+                    "(Y. Liu et al., arXiv 2506.01015; code yyliu01/AuralSAM2)")
+#: tiny AuralSAM2 for the conformance test (64 px, one visual block on the finest level only)
+_AURALSAM2_TINY = ("image_size=64", "output_size=32", "fuser.visual_blocks=[1,0,0]", "fuser.audio_blocks=1",
+                   "fuser.sr_ratio=1")
 
 
 def register(registry) -> None:
@@ -47,6 +52,11 @@ def register(registry) -> None:
         modalities=("audio", "image", "text"), paper=_SAM2LOVE_PAPER, presets=("cpu-small", "paper"),
         config_dir="sam2love", tiny=_SAM2LOVE_TINY,
         description="fused audio/text/vision [seg] token prompts SAM2 on frame 0; SAM2 memory propagates"))
+    registry.add_spec(BaselineSpec(
+        name="auralsam2", target="baselines.auralsam2.model:AuralSAM2", tasks=("s4", "ms3", "refavs", "avss"),
+        modalities=("audio", "image", "text"), paper=_AURALSAM2_PAPER, presets=("cpu-small", "paper"),
+        config_dir="auralsam2", tiny=_AURALSAM2_TINY,
+        description="frozen SAM2 + AuralFuser pyramid prompts in the mask decoder + AudioCon, tracked without prompts"))
     for kind, what in (("empty", "background everywhere"), ("full", "foreground everywhere"),
                        ("gt", "the ground truth itself (an oracle that checks the scoring path)")):
         registry.add_spec(BaselineSpec(
