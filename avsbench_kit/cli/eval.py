@@ -39,12 +39,16 @@ def eval_command(
     resize: Optional[str] = typer.Option(None, "--resize", help="Resample predictions of another size: nearest | bilinear."),
     ignore_extra: bool = typer.Option(False, "--ignore-extra", help="Ignore files that are not predictions for this split."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    gt_cache: str = typer.Option(
+        "auto", "--gt-cache",
+        help="Decoded-GT cache: auto (read it if verified, else decode the PNGs and write it), rebuild, off.",
+    ),
 ) -> None:
     from avsbench_kit.metrics.evaluator import evaluate_predictions
 
     report = evaluate_predictions(
         dataset=dataset, split=split, pred=pred, protocol=protocol, home=home, partial=partial,
-        resize=resize, ignore_extra=ignore_extra, progress=progress,
+        resize=resize, ignore_extra=ignore_extra, progress=progress, gt_cache=gt_cache,
     )
     print_report(report)
     if samples_out is not None:
@@ -91,7 +95,7 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(table)
     console.print(
         f"samples {report['num_samples_scored']:,}/{report['num_samples_expected']:,}  frames {report['num_frames']:,}  "
-        f"fingerprint {report['dataset_fingerprint'][:12]}  {report['seconds']:.1f} s"
+        f"fingerprint {report['dataset_fingerprint'][:12]}  GT from {report.get('gt_source', 'png')}  {report['seconds']:.1f} s"
     )
     if partial:
         err_console.print(
