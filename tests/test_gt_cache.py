@@ -169,3 +169,31 @@ def test_bad_mode_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     code, _, err = run(capsys, "--dataset", "synth-s4", "--split", "test", "--pred", "gt", "--home", str(home),
                        "--gt-cache", "sometimes")
     assert code != 0 and "--gt-cache auto, rebuild or off" in err
+
+
+def test_run_scoring_reads_the_cache_when_batches_carry_no_masks(tmp_path: Path) -> None:
+    """runs.scoring: a loader built with load_masks=False sends no masks; the scores must equal
+    those from batches with the loader's masks (cache present or not)."""
+    import torch
+
+    from avsbench_kit.runs.scoring import score
+
+    home = tmp_path / "home"
+    rows = make_dataset(home, "synth-refavs", "refavs", "test_s", n=5, t=10, size=32, seed=6)
+    manifest = load_manifest("synth-refavs", home)
+    gts = [torch.from_numpy(gt_of(home, "synth-refavs", r, "refavs")) for r in rows]
+    logits = [g * 3 - 1.5 + torch.randn(g.shape, generator=torch.Generator().manual_seed(i)) for i, g in enumerate(gts)]
+
+    def pairs(with_masks: bool):
+        for a in range(0, len(rows), 2):
+            batch = {"key": [r["sample_key"] for r in rows[a:a + 2]],
+                     "annotated": torch.ones(len(rows[a:a + 2]), 10, dtype=torch.bool)}
+            if with_masks:
+                batch["masks"] = torch.stack(gts[a:a + 2])
+            yield batch, torch.stack(logits[a:a + 2])
+
+    protocols = ["refavs-v1", "refavs-clip-v1"]
+    reference = score(pairs(True), manifest, "test_s", protocols).metrics
+    assert score(pairs(False), manifest, "test_s", protocols, home=home).metrics == reference  # PNGs
+    GC.build(manifest, "refavs", home=home)
+    assert score(pairs(False), manifest, "test_s", protocols, home=home).metrics == reference  # cache

@@ -76,9 +76,24 @@ def save_prediction(root: Path, key: str, frames: Any, annotated: Any) -> None:
                 np.save(f, frames[k].numpy().astype(np.float16))
 
 
+def _cached_masks(manifest: Any, split: str, home: Any):
+    """``keys -> GT [B,T,H,W]`` from the decoded-GT cache (its PNGs when there is none yet), for
+    evaluation batches loaded without masks (``load_masks=False``: the loader then decodes none)."""
+    import numpy as np
+    import torch
+
+    from avsbench_kit.data.datasets import DATASETS
+    from avsbench_kit.data.gt_cache import GtSource
+
+    source = GtSource(manifest, DATASETS.get(manifest.dataset).task, split, home)
+    rows = {r["sample_key"]: r for r in manifest.rows(split)}
+    return lambda keys: torch.from_numpy(np.stack([source.sample(rows[k]) for k in keys]))
+
+
 def score(pairs: Iterable[tuple[dict, Any]], manifest: Any, split: str, protocols: list[str],
-          predictions_dir: Path | None = None) -> SplitScore:
-    """``pairs`` yields (batch, logits [B,T,h,w]) in manifest order; returns the split's scores."""
+          predictions_dir: Path | None = None, home: Any = None) -> SplitScore:
+    """``pairs`` yields (batch, logits [B,T,h,w]) in manifest order; returns the split's scores.
+    Batches without ``masks`` are scored against the decoded-GT cache."""
     from avsbench_kit.errors import DataError
     from avsbench_kit.metrics.evaluator import Evaluator
 
@@ -86,8 +101,12 @@ def score(pairs: Iterable[tuple[dict, Any]], manifest: Any, split: str, protocol
     ev = Evaluator(protocols, split, null_split=null_split(manifest, split, protocols))
     expected = [r["sample_key"] for r in manifest.rows(split)]
     seen = 0
+    gt_of = None
     for batch, logits in pairs:
-        masks = batch["masks"]
+        masks = batch.get("masks")
+        if masks is None:
+            gt_of = gt_of or _cached_masks(manifest, split, home)
+            masks = gt_of(list(batch["key"]))
         target = size or tuple(masks.shape[-2:])
         logits = _resize(logits.detach().cpu(), target)
         masks = _masks_at(masks, target)
