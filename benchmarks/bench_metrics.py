@@ -208,7 +208,8 @@ def bench_avss(n_logits: int, n_maps: int, h: int = 224, w: int = 224, call: int
     record(f"AVSS {h}x{w}", f"logits, {n_logits} frames", ref_total, " (softmax both sides)", mine_total,
            "identical" if ok else "DIFFER")
     labels = torch.randint(0, 71, (n_maps, h // 16, w // 16), generator=g)
-    labels = torch.nn.functional.interpolate(labels[:, None].float(), size=(h, w), mode="nearest")[:, 0].long()
+    # uint8 storage (int64 maps of 1000 frames took 0.8 GB): both sides convert with .long() inside
+    labels = torch.nn.functional.interpolate(labels[:, None].float(), size=(h, w), mode="nearest")[:, 0].to(torch.uint8)
     gt = labels.roll(1, dims=2)
     parts = calls(n_maps, call)
     t_ref, ref = timed(lambda: [R.calc_color_miou_fscore(labels[a:b], gt[a:b]) for a, b in parts])

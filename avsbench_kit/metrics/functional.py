@@ -368,14 +368,14 @@ def _chunk_keys_half(xc: torch.Tensor, extras: tuple[float, ...]) -> torch.Tenso
 
 
 def _add_gt_and_frames(keys: torch.Tensor, g8: torch.Tensor, m: int, width: int) -> None:
-    """``keys += 256·g + width·frame`` for a chunk of m frames, in two passes (the frame
-    offsets and the GT bit are combined first)."""
+    """``keys += 256·g + width·frame`` for a chunk of m frames (the frame offsets and the GT bit
+    are combined first; uint8 -> int32 by a copy: a mixed-dtype add measured 2x slower)."""
     _, _, bit = _ws.buffers(keys.numel())
+    bit.copy_(g8.reshape(-1))
     if m > 1:
-        torch.add(_frame_offsets(m, keys.numel() // m, width), g8.reshape(-1), alpha=256, out=bit)
+        torch.add(_frame_offsets(m, keys.numel() // m, width), bit, alpha=256, out=bit)
         keys.add_(bit)
     else:
-        bit.copy_(g8.reshape(-1))  # uint8 -> int32 first: a mixed-dtype add is slower
         keys.add_(bit, alpha=256)
 
 
