@@ -302,6 +302,50 @@ def _eval_splits(name: str, splits: list[str], pred: Path, home: Path, mode: str
     return time.perf_counter() - t0, time.process_time() - c0, load, reports
 
 
+def bench_codecs(n: int = 400) -> None:
+    """How to store binary GT masks: bytes per 256x256 frame and decode time (process CPU) for
+    bit-packed, bit-packed + deflate (the GT cache's codec), COCO RLE (pycocotools, if installed)
+    and PNG; and AVSS 224x224 class maps as uint8 + deflate."""
+    import zlib
+
+    import cv2
+
+    masks = blobs(n, 256, 256, seed=11).numpy().astype(bool)
+    size = 256 * 256
+    print(f"\nGT codecs: {n} binary 256x256 masks (blobs), decode = back to a bool/uint8 array")
+
+    def row(label: str, payloads: list, decode) -> None:
+        c0 = time.process_time()
+        for b in payloads:
+            decode(b)
+        dt = (time.process_time() - c0) / len(payloads)
+        print(f"  {label:<28} {np.mean([len(b) for b in payloads]):7.0f} B/frame   decode {dt * 1e6:6.1f} us/frame")
+
+    row("bit-packed", [np.packbits(m).tobytes() for m in masks],
+        lambda b: np.unpackbits(np.frombuffer(b, np.uint8), count=size))
+    for level in (1, 6):
+        row(f"bit-packed + deflate {level}", [zlib.compress(np.packbits(m).tobytes(), level) for m in masks],
+            lambda b: np.unpackbits(np.frombuffer(zlib.decompress(b), np.uint8), count=size))
+    try:
+        from pycocotools import mask as coco
+    except ImportError:
+        print("  COCO RLE                     skipped (pip install pycocotools to compare)")
+    else:
+        rles = coco.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+        c0 = time.process_time()
+        for r in rles:
+            coco.decode(r)
+        dt = (time.process_time() - c0) / len(rles)
+        print(f"  {'COCO RLE (pycocotools)':<28} {np.mean([len(r['counts']) for r in rles]):7.0f} B/frame   "
+              f"decode {dt * 1e6:6.1f} us/frame (Fortran order)")
+    row("PNG (cv2, grey)", [cv2.imencode(".png", m.astype(np.uint8) * 255)[1].tobytes() for m in masks],
+        lambda b: cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_GRAYSCALE))
+    low = torch.randint(0, 71, (n // 2, 1, 14, 14), generator=torch.Generator().manual_seed(3)).float()
+    labels = torch.nn.functional.interpolate(low, size=(224, 224), mode="nearest")[:, 0].numpy().astype(np.uint8)
+    row("AVSS 224x224 u8 + deflate 6", [zlib.compress(m.tobytes(), 6) for m in labels],
+        lambda b: np.frombuffer(zlib.decompress(b), np.uint8))
+
+
 def bench_gt_e2e(which: str, scale: float, keep: bool) -> None:
     """PNG path vs decoded-GT-cache path, same predictions, one run: wall and CPU seconds, the
     cache build cost, identical metrics, cache size vs the PNG tree."""
@@ -389,6 +433,7 @@ def main() -> None:
         bench_binary("720x1280", 20 if q else 100, 720, 1280, f_subset=1 if q else 2)
         bench_avss(n_logits=20 if q else 40, n_maps=100 if q else 1000)
     if not (q or args.skip_e2e):
+        bench_codecs()
         for which in args.e2e.split(","):
             bench_gt_e2e(which.strip(), args.e2e_scale, args.keep_tmp)
     judged = [r for r in ROWS if r.get("verdict")]
