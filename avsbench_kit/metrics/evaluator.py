@@ -616,7 +616,10 @@ def evaluate_predictions(
     def load_sample(row: dict[str, Any]):
         nonlocal resized
         gt_all = source.sample(row)
-        encoded = GC.encode_sample(gt_all, task) if write_cache else None
+        try:
+            encoded = GC.encode_sample(gt_all, task) if write_cache else None
+        except ValueError:  # a frame the codec cannot hold exactly: this pass writes no cache
+            encoded = None
         keep = np.asarray(row["annotated"], dtype=bool)
         gt = gt_all if keep.all() else gt_all[keep]
         size = tuple(size_rule) if size_rule else tuple(gt.shape[-2:])
@@ -724,6 +727,9 @@ def _cache_notes(source: Any, split: str, write: bool, encoded: list) -> list[st
         return notes
     if not write:
         return notes + [f"GT decoded from PNGs; no GT cache for {split} written (only part of the split was scored)"]
+    if any(e is None for e in encoded):
+        return notes + [f"GT decoded from PNGs; no GT cache for {split} written (a GT frame does not round-trip "
+                        "through the cache codec)"]
     try:
         record = source.cache.write(split, encoded)
     except (OSError, ValueError) as exc:
