@@ -280,6 +280,23 @@ def test_avss_softmax_ties_go_to_lowest_index() -> None:
     assert torch.argmax(torch.softmax(logits, 1), 1).item() == 12
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_avss_labels_equal_full_softmax_on_near_ties(seed: int) -> None:
+    """The argmax fast path re-runs the softmax on near-tie pixels only; on logits full of
+    near-ties (gaps of 0 to 1e-2) its labels must equal the whole-frame softmax's, bit for bit."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 71, 224, 224, generator=g) * torch.tensor([3.0, 0.05, 0.01]).view(3, 1, 1, 1)
+    top = x.argmax(1, keepdim=True)  # small logits: gaps of 1e-8 are representable there
+    other = torch.randint(0, 71, top.shape, generator=g)
+    gaps = torch.tensor([0.0, 1e-8, 3e-8, 6e-8, 1.2e-7, 2.4e-7, 1e-6, 1e-4, 9e-3, 2e-2])
+    gap = gaps[torch.randint(0, len(gaps), top.shape, generator=g)]
+    x.scatter_(1, other, x.gather(1, top) - gap)
+    x[0, :, :8, :8] = 4.0  # exact ties over all 71 classes
+    official = torch.argmax(torch.softmax(x, dim=1), dim=1)
+    assert not torch.equal(official, x.argmax(1))  # the case matters: plain argmax differs
+    assert torch.equal(Fn.avss_class_map(x), official)
+
+
 # ---------------------------------------------------------------------------------------------
 # DAVIS
 # ---------------------------------------------------------------------------------------------

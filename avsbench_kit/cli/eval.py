@@ -41,12 +41,16 @@ def eval_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     device: str = typer.Option("cpu", "--device", help="Where the metric kernels run: cpu (default: the "
                                 "numpy-assisted fast path), auto, cuda, cuda:N or mps (same numbers)."),
+    gt_cache: str = typer.Option(
+        "auto", "--gt-cache",
+        help="Decoded-GT cache: auto (read it if verified, else decode the PNGs and write it), rebuild, off.",
+    ),
 ) -> None:
     from avsbench_kit.metrics.evaluator import evaluate_predictions
 
     report = evaluate_predictions(
         dataset=dataset, split=split, pred=pred, protocol=protocol, home=home, partial=partial,
-        resize=resize, ignore_extra=ignore_extra, progress=progress, device=device,
+        resize=resize, ignore_extra=ignore_extra, progress=progress, device=device, gt_cache=gt_cache,
     )
     print_report(report)
     if samples_out is not None:
@@ -93,7 +97,7 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(table)
     console.print(
         f"samples {report['num_samples_scored']:,}/{report['num_samples_expected']:,}  frames {report['num_frames']:,}  "
-        f"fingerprint {report['dataset_fingerprint'][:12]}  {report['seconds']:.1f} s"
+        f"fingerprint {report['dataset_fingerprint'][:12]}  GT from {report.get('gt_source', 'png')}  {report['seconds']:.1f} s"
     )
     if partial:
         err_console.print(

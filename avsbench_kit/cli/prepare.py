@@ -33,6 +33,9 @@ def prepare_command(
     checksum: bool = typer.Option(False, "--checksum", help="Record file-content sha256 in the manifest."),
     shards: bool = typer.Option(False, "--shards", help="Also export raw samples to WebDataset shards."),
     hf: Optional[Path] = typer.Option(None, "--hf", help="Also export to a Hugging Face datasets dir."),
+    gt_cache: bool = typer.Option(
+        False, "--gt-cache", help="Also decode every GT mask once into the GT cache that `avskit eval` reads "
+        "(otherwise the first full-split eval writes it)."),
     out: Optional[Path] = typer.Option(None, "--out", help="synth: output directory."),
     seed: int = typer.Option(0, "--seed", help="synth: random seed."),
     size: str = typer.Option("small", "--size", help="synth: small | medium."),
@@ -61,6 +64,14 @@ def prepare_command(
 
             index = export_shards(manifest, home=home)
             console.print(f"shards: {index}")
+        if gt_cache:
+            from avsbench_kit.data import gt_cache as GC
+            from avsbench_kit.data.datasets import DATASETS
+
+            records = GC.build(manifest, DATASETS.get(name).task, home=home, progress=True)
+            size = sum(f["bytes"] for r in records.values() for f in r["files"].values())
+            console.print(f"GT cache: {len(records)} split(s), {sum(r['frames'] for r in records.values()):,} frames, "
+                          f"{size / 1e6:.1f} MB at {GC.cache_dir(name, manifest.fingerprint, home)}")
         if hf is not None:
             from avsbench_kit.data.hf_export import export_hf
 

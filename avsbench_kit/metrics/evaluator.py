@@ -358,7 +358,8 @@ class Evaluator:
             return avss_stats(torch.cat([real, extra]) if extra.shape[0] else real, gt, self.pad_to, self.num_classes)
         if keep is not None:
             pred, gt = pred[keep], gt[keep]
-        st = binary_stats(pred, gt, self.j_threshold, need_fg=self.family == "refavs")
+        # S (the foreground count) is reported on null splits only: elsewhere it would cost a pass
+        st = binary_stats(pred, gt, self.j_threshold, need_fg=self.family == "refavs" and self.null_split)
         if st.frames == 0:
             raise ValueError("no scored frame")
         return st
@@ -567,12 +568,18 @@ def evaluate_predictions(
     progress: bool = True,
     workers: Optional[int] = None,
     device: str = "cpu",
+    gt_cache: str = "auto",
 ) -> dict[str, Any]:
     """Score ``pred`` (a folder, or ``empty``/``full``/``gt``) on a prepared split.
 
     ``device`` (``cpu``, ``auto``, ``cuda``, ``cuda:N``, ``mps``) runs the per-sample metric
     kernels there (the device-generic torch path; same numbers as the CPU fast path); statistics
     come back to the CPU once per sample.
+
+    GT comes from the dataset's decoded GT cache (:mod:`avsbench_kit.data.gt_cache`) when it
+    holds a verified copy of the split (``gt_cache="auto"``); otherwise the PNGs are decoded, and
+    when the whole split is scored the cache is written on the way (``rebuild`` forces that,
+    ``off`` neither reads nor writes it). The report's notes say which happened.
 
     Returns the JSON-able report (protocol names + versions, dataset fingerprint, toolkit version,
     git SHA, partial flag); ``report["_samples"]`` is the per-sample DataFrame. Bad input raises a
@@ -584,7 +591,7 @@ def evaluate_predictions(
     from avsbench_kit import __version__
     from avsbench_kit.data.datasets import DATASETS
     from avsbench_kit.device import resolve_device
-    from avsbench_kit.data.masks import sample_gt
+    from avsbench_kit.data import gt_cache as GC
     from avsbench_kit.data.prepare import load_manifest
     from avsbench_kit.errors import ConfigError, DataError
     from avsbench_kit.metrics import predictions as P
@@ -596,6 +603,8 @@ def evaluate_predictions(
     target = resolve_device(device)  # a missing GPU fails here, before anything is read or written
     workers = workers or min(2, os.cpu_count() or 1)
     spec = DATASETS.get(dataset)
+    if gt_cache not in GC.GtSource.MODES:
+        raise ConfigError(f"--gt-cache {gt_cache!r} is not a mode", hint="use --gt-cache auto, rebuild or off")
     if resize is not None and resize not in P.RESIZE_MODES:
         raise ConfigError(f"--resize {resize!r} is not a resampling mode", hint="use --resize nearest or --resize bilinear")
     names = [protocol] if protocol else default_protocols(spec.task)
@@ -619,6 +628,8 @@ def evaluate_predictions(
             index, rows, f"{dataset} {split}", pad_to, partial=partial, ignore_extra=ignore_extra, notes=notes
         )
 
+    source = GC.GtSource(manifest, task, split, home, gt_cache)
+    write_cache = source.writes and len(complete_rows) == len(rows)
     null_split = fam == "refavs" and (split == "test_n" or all(r["is_null"] for r in rows))
     num_classes = spec.num_classes or C.AVSS_NUM_CLASSES
     ev = Evaluator(protocols, split, null_split=null_split, num_classes=num_classes)
@@ -627,8 +638,12 @@ def evaluate_predictions(
 
     def load_sample(row: dict[str, Any]):
         nonlocal resized
-        gt_all, annotated = sample_gt(row, manifest.root, task)
-        keep = np.asarray(annotated, dtype=bool)
+        gt_all = source.sample(row)
+        try:
+            encoded = GC.encode_sample(gt_all, task) if write_cache else None
+        except ValueError:  # a frame the codec cannot hold exactly: this pass writes no cache
+            encoded = None
+        keep = np.asarray(row["annotated"], dtype=bool)
         gt = gt_all if keep.all() else gt_all[keep]
         size = tuple(size_rule) if size_rule else tuple(gt.shape[-2:])
         if gt.shape[-2:] != size and protocols[0].gt_resize == "nearest":
@@ -637,7 +652,7 @@ def evaluate_predictions(
             raise DataError(f"GT of sample {row['sample_key']} is {gt.shape[-1]}x{gt.shape[-2]}, expected {size[1]}x{size[0]}",
                             hint=f"re-run `avskit prepare {dataset}`")
         if reference is not None:
-            return P.reference_prediction(reference, gt, task), gt
+            return P.reference_prediction(reference, gt, task), gt, encoded
         files = index.files[row["sample_key"]]
         frames = [k for k, a in enumerate(keep) if a]
         if task == "avss":
@@ -657,7 +672,7 @@ def evaluate_predictions(
                 if kind == "logits":
                     arr = Fn.avss_class_map(torch.from_numpy(arr).unsqueeze(0))[0].numpy()
                 out.append(arr)
-            return np.stack(out), gt
+            return np.stack(out), gt, encoded
         out = []
         for k in frames:
             with _naming(row["sample_key"], k):
@@ -670,20 +685,24 @@ def evaluate_predictions(
             for k, arr in zip(frames, out):
                 with _naming(row["sample_key"], k):
                     P.load_binary(files[k])
-        return stacked, gt
+        return stacked, gt, encoded
 
     def work(row: dict[str, Any]):
-        pr, gt = load_sample(row)
+        pr, gt, encoded = load_sample(row)
         try:
-            return _on_cpu(ev.sample_stats(torch.from_numpy(pr).to(target), torch.from_numpy(gt).to(target)))
+            return _on_cpu(ev.sample_stats(torch.from_numpy(pr).to(target), torch.from_numpy(gt).to(target))), encoded
         except ValueError as exc:
             raise DataError(f"sample {row['sample_key']}: {exc}", hint="check the prediction files of this sample") from exc
 
+    encoded_samples: list = []
     with torch_threads(1):
         stats = ordered_map(work, complete_rows, workers=workers)
-        for row, st in zip(track(complete_rows, f"eval {dataset} {split}", enabled=progress), stats):
+        for row, (st, encoded) in zip(track(complete_rows, f"eval {dataset} {split}", enabled=progress), stats):
             ev.add(row["sample_key"], st)
+            if write_cache:
+                encoded_samples.append(encoded)
     result = ev.compute()
+    notes.extend(_cache_notes(source, split, write_cache, encoded_samples))
     if resized:
         notes.append(f"{resized} prediction frame(s) resampled with --resize {resize}")
     if missing_samples:
@@ -696,6 +715,7 @@ def evaluate_predictions(
         "task": task,
         "split": split,
         "predictions": f"reference:{reference}" if reference else str(Path(pred).resolve()),
+        "gt_source": source.kind,
         "partial": bool(missing_samples),
         "num_samples_expected": len(rows),
         "num_samples_scored": result.num_samples,
@@ -724,3 +744,23 @@ def evaluate_predictions(
         "_samples": result.samples,
     }
     return report
+
+
+def _cache_notes(source: Any, split: str, write: bool, encoded: list) -> list[str]:
+    """Write the GT cache after a PNG pass over the whole split; say what happened."""
+    notes = [source.note] if source.note else []
+    if source.kind == "cache" or source.cache is None:
+        return notes
+    if not write:
+        return notes + [f"GT decoded from PNGs; no GT cache for {split} written (only part of the split was scored)"]
+    if any(e is None for e in encoded):
+        return notes + [f"GT decoded from PNGs; no GT cache for {split} written (a GT frame does not round-trip "
+                        "through the cache codec)"]
+    try:
+        record = source.cache.write(split, encoded)
+    except (OSError, ValueError) as exc:
+        return notes + [f"GT decoded from PNGs; the GT cache could not be written ({exc})"]
+    size = sum(f["bytes"] for f in record["files"].values())
+    what = "rebuilt" if source.state == "invalid" else "written"
+    return notes + [f"GT decoded from PNGs; GT cache for {split} {what} ({size / 1e6:.1f} MB, {source.cache.path}): "
+                    "later evaluations read it"]
