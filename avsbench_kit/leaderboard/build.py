@@ -21,7 +21,7 @@ REPORTED = "reported"
 #: Splits that select checkpoints or train models: never on a leaderboard.
 HIDDEN_SPLITS = ("train", "val")
 _SPLIT_ORDER = ("test", "test_s", "test_u", "test_mix", "test_n")
-_METRIC_ORDER = ("mIoU", "J", "F", "J&F", "S")
+_METRIC_ORDER = ("mIoU", "J", "F", "J&F", "S", "reliance")
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,7 @@ def reproduced_rows(records: Iterable[RunRecord]) -> dict[tuple[str, str, str], 
                     bucket = per_protocol.setdefault((protocol, version), {})
                     for metric, value in values.items():
                         bucket.setdefault((split, metric), []).append(float(value))
+        _add_probe_cells(per_protocol, runs)
         first = runs[0]
         features = ", ".join(f"{k} {short(v, 8)}" for k, v in sorted(first.features.items()))
         shown = [o for o in first.overrides if not o.startswith("seed=")]
@@ -123,6 +124,27 @@ def reproduced_rows(records: Iterable[RunRecord]) -> dict[tuple[str, str, str], 
             )
             out.setdefault((dataset, protocol, version), []).append(row)
     return out
+
+
+def _add_probe_cells(per_protocol: dict[tuple[str, str], dict[tuple[str, str], list[float]]],
+                     runs: list[RunRecord]) -> None:
+    """Probe figures (audio reliance, FPR and hJ of the negative-audio probes; ``avskit probe`` with
+    default parameters, probe seed = the run's seed) as cells of the ``-clip-v1`` table: they are
+    built from per-sample (per-clip) J, as that protocol."""
+    from avsbench_kit.probes.record import summary
+
+    cells: dict[tuple[str, str], list[float]] = {}
+    for r in runs:
+        for split, values in summary(r.probes, seed=r.seed).items():
+            if split in HIDDEN_SPLITS:
+                continue
+            for metric, value in values.items():
+                cells.setdefault((split, metric), []).append(value)
+    if not cells or not per_protocol:
+        return
+    keys = sorted(per_protocol)
+    target = next((k for k in keys if k[0].endswith("-clip-v1")), keys[0])
+    per_protocol[target].update(cells)
 
 
 def reported_rows(published: Iterable[PublishedRow]) -> dict[str, list[Row]]:

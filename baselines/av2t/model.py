@@ -75,7 +75,7 @@ class AV2TSAM(Baseline):
         for kind, used in (("audio", uses_audio), ("image", uses_image)):
             if not used:
                 self.inactive(f"dims.{kind}", f"features.{kind}", f"features.{kind}_overrides")
-        if self.adapters_on:  # the image encoder runs on frames: no sam2_image cache
+        if self.adapters_on or not cfg["features"].get("sam2"):  # the image encoder runs on frames
             self.inactive("features.sam2", "features.sam2_levels", "features.sam2_overrides")
         self.dims = {"audio": self._feature_dim("audio") if uses_audio else 0,
                      "image": self._feature_dim("image") if uses_image else 0}
