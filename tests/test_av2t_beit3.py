@@ -149,3 +149,39 @@ def test_tiny_beit3_trains_inside_av2t_on_synth_s4(tmp_path) -> None:
     assert rec.model["backbone"]["text_encoder"]["kind"] == "beit3"
     frozen = rec.model["modules"]["text_encoder"]
     assert frozen["trainable"] == 0 and frozen["frozen"] > 0  # BEiT-3 stays frozen
+
+
+PAPER_TINY = ("require_weights=false", "image_size=64", "output_size=32", "fused_dim=32",
+              "sam2.config=sam2.1_hiera_t", "text_encoder.beit3.size=base", "text_encoder.beit3.layers=1",
+              "text_encoder.beit3.hidden=32", "text_encoder.beit3.heads=4", "text_encoder.beit3.ffn_dim=48",
+              "text_encoder.beit3.img_size=32")
+
+
+@pytest.mark.parametrize("preset,adapters", [("paper", True), ("paper-noadapter", False)])
+def test_paper_presets_are_complete_and_honest(preset: str, adapters: bool) -> None:
+    """Each published SAM2 row: every pretrained part required (one line naming all of them),
+    and every key of the preset read (a tiny build of the same key set passes the unread-key check)."""
+    from avsbench_kit.plugins import load_plugins
+    from avsbench_kit.runs.run import RunRequest, check_weights, resolve_config
+    from baselines.av2t.model import AV2TSAM
+    from baselines.conformance import build
+
+    load_plugins()
+    req = RunRequest.parse(["baseline=av2t", "dataset=synth-s4", f"config={preset}"])
+    cfg = resolve_config(req)
+    missing = AV2TSAM.missing_weights(cfg)
+    assert len(missing) == 4
+    for part in ("sam2.checkpoint", "text_encoder.beit3.checkpoint", "features.audio_overrides",
+                 "features.image_overrides"):
+        assert sum(part in m for m in missing) == 1, (part, missing)
+    with pytest.raises(ConfigError) as err:
+        check_weights(req, cfg)
+    assert "\n" not in str(err.value) and "beit3" in str(err.value)
+    given = RunRequest.parse(["baseline=av2t", "dataset=synth-s4", f"config={preset}",
+                              "sam2.checkpoint=/w/sam2_hiera_large.pt", "text_encoder.beit3.checkpoint=/w/evf",
+                              "features.audio_overrides=[channels=concat,weights=/w/clap]",
+                              "features.image_overrides=[weights=/w/clip]"])
+    assert AV2TSAM.missing_weights(resolve_config(given)) == []
+    assert cfg["text_encoder"]["kind"] == "beit3" and cfg["adapters"] is adapters
+    model = build("av2t", "s4", f"config={preset}", tiny=PAPER_TINY)  # raises on an unread key
+    assert model.adapters_on is adapters and model.text_encoder.sees_image
