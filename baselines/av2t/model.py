@@ -184,7 +184,8 @@ class AV2TSAM(Baseline):
             if used and need:
                 missing.append(need)
         if cfg["text_encoder"].get("kind") == "beit3" and not cfg["text_encoder"].get("beit3", {}).get("checkpoint"):
-            missing.append("text_encoder.beit3.checkpoint (EVF-SAM/EVF-SAM2 checkpoint: BEiT-3-L + projector)")
+            size = (cfg["text_encoder"].get("beit3") or {}).get("size", "large")
+            missing.append(f"text_encoder.beit3.checkpoint (EVF-SAM/EVF-SAM2 checkpoint: BEiT-3-{size} + projector)")
         return missing
 
     def backbone_info(self) -> dict[str, Any]:
