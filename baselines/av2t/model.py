@@ -2,7 +2,7 @@
 
 Per frame t (paper §3, released code ``bok-bok/AV2T-SAM``):
 CLAP a_t, CLIP v_t -> L2-normalise -> Linear to 512 each -> F_av = a' ⊙ v' -> MLP -> 3 pseudo text
-tokens -> frozen text encoder -> output at position 0 -> Linear–ReLU–Linear -> one 256-d sparse
+tokens -> frozen text encoder (EVF's BEiT-3 also reads the frame) -> output at position 0 -> Linear–ReLU–Linear -> one 256-d sparse
 prompt token of SAM2's mask decoder (dense prompt = no_mask_embed, multimask + best predicted IoU)
 -> mask logits, bilinear to ``output_size``. Optional adapters add Linear–GELU–Linear(F_av) to the
 input of every Hiera block (the image encoder then runs on the fly from frames).

