@@ -22,12 +22,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from avsbench_kit.errors import ConfigError, DataError
-from avsbench_kit.models.sam2 import ImageFeatures, SAM2Wrapper, check_image_size, sam2_config_path
+from avsbench_kit.models.sam2 import ImageFeatures, SAM2Wrapper, check_image_size
 from baselines.av2t.heads import (FEATURE_NORMS, PROMPT_FEATURES, AdapterGenerator,
                                   PromptFeature, PseudoTokens, text_hidden_fcs)
 from baselines.av2t.text_prompt import build_text_encoder
 from baselines.base import Baseline, BaselineOutput, check_batch, feature_request, masks_at
 from baselines.common.losses import soft_iou_loss
+from baselines.common.sam2_cache import sam2_cache_overrides
 
 
 def _choice(cfg: dict, key: str, choices: tuple[str, ...]) -> str:
@@ -156,16 +157,8 @@ class AV2TSAM(Baseline):
         return out
 
     def sam2_overrides(self) -> tuple[str, ...]:
-        """The ``sam2_image`` cache must come from the same SAM2 (config, weights or random-init
-        seed) at the same image size as this model."""
-        sam_cfg, feats = self.cfg["sam2"], self.cfg["features"]
-        out = [f"model_config={sam2_config_path(sam_cfg['config'])}",
-               f"image_size={self.cfg['image_size']}", f"seed={int(sam_cfg.get('init_seed', 0))}"]
-        if sam_cfg.get("checkpoint"):
-            out.append(f"weights={sam_cfg['checkpoint']}")
-        if feats.get("sam2_levels"):
-            out.append("levels=[" + ",".join(feats["sam2_levels"]) + "]")
-        return tuple(out) + tuple(feats.get("sam2_overrides") or ())
+        """The ``sam2_image`` cache must come from the same SAM2 as this model."""
+        return sam2_cache_overrides(self.cfg)
 
     @classmethod
     def missing_weights(cls, cfg: dict[str, Any]) -> list[str]:
