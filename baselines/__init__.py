@@ -34,7 +34,7 @@ def register(registry) -> None:
     """Add this package's baselines to the toolkit's baseline registry."""
     registry.add_spec(BaselineSpec(
         name="av2t", target="baselines.av2t.model:AV2TSAM", tasks=("s4", "ms3"), modalities=("audio", "image"),
-        paper=_AV2T_PAPER, presets=("cpu-small", "paper"), config_dir="av2t", tiny=_AV2T_TINY,
+        paper=_AV2T_PAPER, presets=("cpu-small", "paper", "paper-noadapter"), config_dir="av2t", tiny=_AV2T_TINY,
         description="CLAP⊙CLIP -> pseudo text tokens -> frozen text encoder -> SAM2 prompt"))
     registry.add_spec(BaselineSpec(
         name="probe-clip-only", target="baselines.av2t.model:AV2TSAM", tasks=("s4", "ms3"), modalities=("image",),

@@ -21,14 +21,16 @@ DESCRIBE_KEYS = ("name", "class", "backbone", "checkpoints", "parameters", "modu
 SYNTH_DATASET = {"s4": "synth-s4", "ms3": "synth-ms3", "refavs": "synth-refavs", "avss": "synth-avss"}
 
 
-def build(name: str, task: str, *overrides: str) -> Baseline:
-    """The baseline's default preset with its ``tiny`` overrides, built as ``avskit run`` builds it."""
+def build(name: str, task: str, *overrides: str, tiny: tuple[str, ...] | None = None) -> Baseline:
+    """The baseline's default preset with its ``tiny`` overrides (or ``tiny`` given here, for a
+    variant whose keys differ), built as ``avskit run`` builds it."""
     from avsbench_kit.runs.run import RunRequest, build_model, check_weights, resolve_config
 
     from avsbench_kit.plugins import baseline_spec
 
     spec = baseline_spec(name)
-    req = RunRequest.parse([f"baseline={name}", f"dataset={SYNTH_DATASET[task]}", *spec.tiny, *overrides])
+    tiny = spec.tiny if tiny is None else tiny
+    req = RunRequest.parse([f"baseline={name}", f"dataset={SYNTH_DATASET[task]}", *tiny, *overrides])
     cfg = resolve_config(req)
     check_weights(req, cfg)
     return build_model(req, cfg)
@@ -84,13 +86,14 @@ def _trainable_ids(model: Baseline) -> set[int]:
     return {id(p) for p in model.trainable_parameters()}
 
 
-def check_baseline(name: str, task: str) -> None:
-    """Every clause of the contract for baseline ``name`` on ``task`` (AssertionError on a breach)."""
+def check_baseline(name: str, task: str, *overrides: str, tiny: tuple[str, ...] | None = None) -> None:
+    """Every clause of the contract for baseline ``name`` on ``task`` (AssertionError on a breach);
+    ``overrides`` (key=value, after the tiny ones; ``tiny`` replaces the spec's) check a variant."""
     from avsbench_kit.plugins import baseline_spec
     from avsbench_kit.runs.trainer import _param_groups, load_trainable_state, trainable_state
 
     spec = baseline_spec(name)
-    model = build(name, task)
+    model = build(name, task, *overrides, tiny=tiny)
     batch = synthetic_batch(model, task)
     b, t = batch["masks"].shape[:2]
     # output shapes
@@ -105,7 +108,7 @@ def check_baseline(name: str, task: str) -> None:
     assert tuple(out.logits.shape[-2:]) in (tuple(model.output_size), tuple(batch["masks"].shape[-2:]))
     assert torch.isfinite(out.logits).all(), f"{name}: non-finite logits"
     # same seed => same output
-    twin = build(name, task)
+    twin = build(name, task, *overrides, tiny=tiny)
     twin.eval()
     with torch.no_grad():
         assert torch.equal(twin(copy.deepcopy(batch)).logits, out.logits), f"{name}: same seed, different output"
@@ -154,7 +157,7 @@ def check_baseline(name: str, task: str) -> None:
     with torch.no_grad():
         trained = model(copy.deepcopy(batch)).logits
     state = trainable_state(model, [p for g in groups for p in g.params])
-    fresh = build(name, task)
+    fresh = build(name, task, *overrides, tiny=tiny)
     load_trainable_state(fresh, state)
     fresh.eval()
     with torch.no_grad():

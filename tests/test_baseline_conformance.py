@@ -28,6 +28,29 @@ def test_baseline_fulfils_the_contract(name: str, task: str) -> None:
     check_baseline(name, task)
 
 
+#: variants of a registered baseline selected by config keys, checked like the registered ones
+_BEIT3_TINY = ("text_encoder.kind=beit3", "text_encoder.beit3.size=base", "text_encoder.beit3.layers=1",
+               "text_encoder.beit3.hidden=32", "text_encoder.beit3.heads=4", "text_encoder.beit3.ffn_dim=48",
+               "text_encoder.beit3.img_size=32")
+VARIANTS = {
+    "av2t-beit3": ("av2t", _BEIT3_TINY),
+    "av2t-beit3-adapters": ("av2t", _BEIT3_TINY + ("adapters=true",)),
+    # the paper presets' key sets at tiny sizes (the same keys, so unread keys are still caught)
+    "av2t-paper": ("av2t", ("config=paper", "require_weights=false", "image_size=64",
+                            "sam2.config=sam2.1_hiera_t") + _BEIT3_TINY[1:]),
+    "av2t-paper-noadapter": ("av2t", ("config=paper-noadapter", "require_weights=false", "image_size=64",
+                                      "sam2.config=sam2.1_hiera_t") + _BEIT3_TINY[1:]),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_variant_fulfils_the_contract(variant: str) -> None:
+    load_plugins()
+    name, overrides = VARIANTS[variant]
+    tiny = tuple(o for o in BASELINES.spec(name).tiny if not o.startswith("text_encoder."))
+    check_baseline(name, "s4", *overrides, tiny=tiny)
+
+
 def test_every_shipped_baseline_and_the_tiny_one_are_checked() -> None:
     names = {n for n, _ in _cases()}
     assert {"av2t", "probe-clip-only", "empty", "full", "gt", "tiny-seg"} <= names

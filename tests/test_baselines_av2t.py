@@ -244,10 +244,9 @@ def test_text_encoders() -> None:
     x = torch.randn(2, 3, 32, generator=g)
     with torch.no_grad():
         assert torch.equal(rand(x), same(x))  # random init is a function of the seed
-    with pytest.raises(ConfigError, match="beit3") as err:
-        build_text_encoder({"kind": "beit3", "beit3": {"checkpoint": None}})
-    assert "torchscale" in str(err.value) + err.value.hint
-    assert "minilm" in err.value.hint
+    with pytest.raises(ConfigError, match="text_encoder.beit3.checkpoint") as err:
+        build_text_encoder({"kind": "beit3", "beit3": {"checkpoint": "/nonexistent/evf-sam2"}})
+    assert "YxZhang/evf-sam2" in err.value.hint  # names what to download, never downloads
     with pytest.raises(ConfigError, match="unknown text_encoder.kind"):
         build_text_encoder({"kind": "bert"})
 

@@ -40,6 +40,7 @@ class BinaryStats:
     positive: torch.Tensor  # bool [T]: GT-positive frames (the ones F averages)
     fg: torch.Tensor  # int64 [T]: pixels with sigmoid > 0.5 (Ref-AVS S)
     pixels: int  # pixels of all T frames
+    raw_curves: Optional[torch.Tensor] = None  # float32 [T, 255]: F curves on raw logits (no sigmoid)
 
     @property
     def frames(self) -> int:
@@ -55,12 +56,24 @@ class AvssStats:
     padded: int  # padded frames
 
 
-def binary_stats(logits: torch.Tensor, gt: torch.Tensor, j_logit_threshold: float, need_fg: bool = False) -> BinaryStats:
+def binary_stats(logits: torch.Tensor, gt: torch.Tensor, j_logit_threshold: float, need_fg: bool = False,
+                 raw_f: bool = False) -> BinaryStats:
     """Statistics of one sample's scored frames (``[T,H,W]`` logits and GT).
 
     Binary GT: one fused pass (:func:`~avsbench_kit.metrics.functional.frame_histograms`) gives
     the F buckets, the J decision and the S decision of every pixel. Soft GT: official float ops.
+    ``raw_f`` adds the F curves of raw logits (protocols with ``f_on_raw_logits``).
     """
+    st = _binary_stats(logits, gt, j_logit_threshold, need_fg)
+    if raw_f:
+        raw = Fn.as_frames(logits, "logits")
+        tp, pp = Fn.raw_pr_curve_counts(raw, gt)
+        ng, _ = Fn.gt_stats(gt)
+        st.raw_curves = Fn.frame_f_curves(tp, pp, ng)
+    return st
+
+
+def _binary_stats(logits: torch.Tensor, gt: torch.Tensor, j_logit_threshold: float, need_fg: bool) -> BinaryStats:
     raw = Fn.as_frames(logits, "logits")
     g = Fn.as_frames(gt, "gt")
     if g.shape != raw.shape:
@@ -151,7 +164,7 @@ class _OfficialBinary:
         """The official per-call values of one batch: (mask_iou 0-d float32, max-F, S)."""
         iou = torch.cat([s.iou for s in batch])
         pos = torch.cat([s.positive for s in batch])
-        f = Fn.max_f(torch.cat([s.curves for s in batch])[pos])
+        f = Fn.max_f(torch.cat([s.raw_curves if self.p.f_on_raw_logits else s.curves for s in batch])[pos])
         s_val = None
         if "S" in self.metrics:
             fg = sum(int(s.fg.sum()) for s in batch)
@@ -337,6 +350,7 @@ class Evaluator:
             else:
                 self._acc[p.name] = _OfficialBinary(p, m) if p.batch_size else _ClipBinary(p, m)
         self.j_threshold = self.protocols[0].j_logit_threshold
+        self.raw_f = any(p.f_on_raw_logits for p in self.protocols)
         if any(p.j_logit_threshold != self.j_threshold for p in self.protocols):
             raise ValueError("protocols with different J thresholds cannot share an evaluator")
         self.pad_to = self.protocols[0].pad_frames_to
@@ -359,7 +373,8 @@ class Evaluator:
         if keep is not None:
             pred, gt = pred[keep], gt[keep]
         # S (the foreground count) is reported on null splits only: elsewhere it would cost a pass
-        st = binary_stats(pred, gt, self.j_threshold, need_fg=self.family == "refavs" and self.null_split)
+        st = binary_stats(pred, gt, self.j_threshold, need_fg=self.family == "refavs" and self.null_split,
+                          raw_f=self.raw_f)
         if st.frames == 0:
             raise ValueError("no scored frame")
         return st

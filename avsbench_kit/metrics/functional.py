@@ -556,6 +556,31 @@ def avs_fscore(logits: torch.Tensor, gt: torch.Tensor) -> float:
     return max_f(frame_f_curves(tail_sums(h[:, 1]), tail_sums(h[:, 0] + h[:, 1]), ng)[ng > 0])
 
 
+def raw_pr_curve_counts(logits: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(tp, np)`` like :func:`pr_curve_counts` but thresholding the *raw* values
+    (``x >= thr[i]``, no sigmoid): the F of the SAMA-AVS / AV2T-SAM releases, whose
+    ``Eval_Fmeasure`` is fed logits with its sigmoid line commented out. Logits < 0 never pass
+    threshold 0, logits >= 1 - 1e-10 pass every threshold."""
+    x, g = _pair(logits, as_frames(gt, "gt"))
+    n = x.shape[0]
+    xf = x.reshape(n, -1).to(torch.float32)
+    gw = g.reshape(n, -1).to(torch.float64)
+    bucket = torch.searchsorted(thresholds().to(xf.device), xf.contiguous(), right=True)  # thresholds passed
+    keys = (bucket + 256 * torch.arange(n, device=xf.device).unsqueeze(1)).reshape(-1)
+    h_all = torch.bincount(keys, minlength=n * 256).view(n, 256).cpu()
+    h_gt = torch.bincount(keys, weights=gw.reshape(-1), minlength=n * 256).view(n, 256).cpu()
+    if binary_mask(g) is not None:
+        h_gt = h_gt.round().to(torch.int64)
+    return tail_sums(h_gt), tail_sums(h_all)
+
+
+def avs_fscore_raw(logits: torch.Tensor, gt: torch.Tensor) -> float:
+    """:func:`avs_fscore` with :func:`raw_pr_curve_counts` (one call, no sigmoid)."""
+    tp, pp = raw_pr_curve_counts(logits, gt)
+    ng, pos = gt_stats(gt)
+    return max_f(frame_f_curves(tp, pp, ng)[pos])
+
+
 def refavs_f(logits: torch.Tensor, gt: torch.Tensor) -> float:
     """Ref-AVS F: identical to :func:`avs_fscore` (per batch of 40 frames in the official code)."""
     return avs_fscore(logits, gt)

@@ -36,6 +36,7 @@ class Protocol:
     resolution: tuple[int, int] | None  # (H, W) predictions are scored at; None = the GT's own size
     j_logit_threshold: float = _GT_HALF  # foreground rule of mIoU / J
     pad_frames_to: int | None = None  # AVSS pads every clip to 10 frames
+    f_on_raw_logits: bool = False  # F thresholds raw logits, no sigmoid (SAMA-AVS / AV2T-SAM releases)
     gt_resize: str | None = None  # "nearest": GT is resized to ``resolution`` (not prepared at it)
     s_sqrt: bool = True  # Ref-AVS S = sqrt(foreground fraction); False = the fraction itself
 
@@ -115,6 +116,31 @@ _add(Protocol(
         "are left out of the F mean (their count is reported)",
         "means over clips in float64; no dependence on batch size or order",
         "scored at the GT's own resolution",
+        _ANNOTATED,
+    ),
+))
+_add(Protocol(
+    name="avsbench-av2t-v1",
+    version="1.0",
+    family="avsbench",
+    tasks=("s4", "ms3"),
+    official=False,
+    batch_size=1,
+    resolution=None,
+    f_on_raw_logits=True,
+    description="The AV2T-SAM release's S4/MS3 test numbers (bok-bok/AV2T-SAM test_avs.py + utility.py, "
+                "copied from SAMA-AVS): one clip per metric call, F on raw logits. Only for putting "
+                "reproduced numbers next to the paper's; report avsbench-v1 as the official one.",
+    quirks=(
+        "mIoU as official (sigmoid(x) > 0.5, empty-GT frames score their true-negative fraction), "
+        "mean over the 5 frames of one clip, then over clips",
+        "F: Eval_Fmeasure with its sigmoid commented out: pixel counts as foreground at threshold thr "
+        "when the raw logit x >= thr (255 thresholds linspace(0, 1-1e-10)), so x < 0 never counts and "
+        "any x >= 1 counts at every threshold; the beta^2 = 0.3 curve is averaged over the clip's "
+        "GT-positive frames, then max; a clip without GT-positive frames scores F = 0 and is still averaged",
+        "one clip per call (DataLoader batch_size=1, shuffle off); clip values averaged (mIoU summed in "
+        "float32, F in float64)",
+        "scored at the GT's own resolution (224x224 for AVSBench v1 S4/MS3, the size the release scores at)",
         _ANNOTATED,
     ),
 ))

