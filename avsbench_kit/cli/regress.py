@@ -23,10 +23,12 @@ def regress_command(
     update: bool = typer.Option(False, "--update", help="Write the run's metrics into the golden (keeps tolerances)."),
     ignore_provenance: bool = typer.Option(False, "--ignore-provenance",
                                            help="Compare even if dataset/config/feature fingerprints differ."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on any difference beyond tolerance in either "
+                                "direction (CI: an inflated metric is a bug until the golden is updated)."),
     home: Optional[Path] = HomeOption,
 ) -> None:
     """Compare a run with a golden: worse beyond tolerance fails (exit 1); better beyond tolerance
-    passes and asks for `--update`; a golden made from other data/config is refused."""
+    passes and asks for `--update` (fails with `--strict`); a golden made from other data/config is refused."""
     from rich.table import Table
 
     from avsbench_kit.errors import ConfigError
@@ -50,7 +52,7 @@ def regress_command(
         raise ConfigError(f"run {record.run_id} is {record.status}, not complete", hint="gate only complete runs")
 
     if golden is not None:
-        result = compare(golden, record, ignore_provenance=ignore_provenance)
+        result = compare(golden, record, ignore_provenance=ignore_provenance, strict=strict)
         table = Table(title=f"{record.run_id} vs {golden_path}", title_justify="left")
         for col in ("metric", "golden", "run", "delta", "tolerance", "better", "status"):
             table.add_column(col, justify="left" if col in ("metric", "status", "better") else "right")
@@ -80,10 +82,11 @@ def regress_command(
                  "(or --ignore-provenance to compare anyway)",
         )
     if result.regressed:
-        names = ", ".join(d.key for d in result.regressed)
+        names = ", ".join(f"{d.key} ({d.status})" for d in result.regressed)
+        what = "differ from" if strict else "worse than"
         raise RegressionError(
-            f"FAIL: {len(result.regressed)} metric(s) worse than golden {golden_path} beyond tolerance or missing: {names}",
-            hint="find the change that lowered them; if the drop is intended, update the golden with --update",
+            f"FAIL: {len(result.regressed)} metric(s) {what} golden {golden_path} beyond tolerance or missing: {names}",
+            hint="find the change that moved them; if the change is intended, update the golden with --update",
         )
     if result.improved:
         console.print(f"[yellow]PASS, improved[/]: {len(result.improved)} metric(s) better than the golden beyond "
