@@ -1,9 +1,15 @@
 """The CI regression gate: a short deterministic SynthAVS run of `av2t` and `probe-clip-only`,
 gated against ``leaderboards/golden/ci-synth-s4-*.json``.
 
+The gate is ``avskit regress --strict``: a difference beyond tolerance in *either* direction
+fails, so a change that inflates a metric cannot land unnoticed. Runs are pinned to one torch
+intra-op thread (``one_torch_thread``): reductions split over threads sum in another order, so
+the thread count can move the last bits of a metric.
+
 To refresh the goldens after an intended change (new SynthAVS generator, new encoder code, a
-better baseline):  ``AVSKIT_UPDATE_GOLDENS=1 .venv/bin/python -m pytest tests/test_regress_golden.py``
-then commit the JSON files (they record the run, config, fingerprints, toolkit version, git SHA).
+better baseline), from a clean tree:  ``make goldens``  (= ``AVSKIT_UPDATE_GOLDENS=1
+.venv/bin/python -m pytest tests/test_regress_golden.py``), then commit the JSON files (they
+record the run, config, fingerprints, toolkit version, git SHA; tolerances are kept).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ CI_SYNTH = ["s4.clips.train=8", "s4.clips.val=4", "s4.clips.test=4", "ms3.clips.
 CI_RUN = ["dataset=synth-s4", "config=cpu-small", "seed=0", "train.epochs=3", "train.batch_size=4",
           "train.val_every=1", "resume=false"]
 UPDATE = os.environ.get("AVSKIT_UPDATE_GOLDENS") == "1"
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +57,6 @@ def test_short_synth_run_matches_golden(ci_home, baseline, capsys):
                      say=lambda m: None)
     assert record.status == "complete"
     args = ["regress", "--golden", str(golden), record.run_id, "--home", str(ci_home)]
-    code = main(args + (["--update"] if UPDATE else []))
+    code = main(args + (["--update"] if UPDATE else ["--strict"]))
     out = capsys.readouterr()
     assert code == 0, out.out + out.err
