@@ -251,3 +251,17 @@ def test_a_changed_csv_row_or_split_changes_the_fingerprint(s4, tmp_path, edit):
     assert "".join(lines) != csv_path.read_text()
     csv_path.write_text("".join(lines))
     assert fp(s4, home) != base
+
+
+def test_edited_parquet_is_refused_at_load(s4, tmp_path):
+    home = tmp_path / "home"
+    manifest = prepare("avsbench-s4", s4, home=home)
+    path = home / "prepared" / "avsbench-s4" / "manifest.parquet"
+    if not path.is_file():  # wherever the data home keeps it
+        path = next(home.rglob("manifest.parquet"))
+    df = pd.read_parquet(path)
+    df.loc[0, "category"] = "edited"
+    df.to_parquet(path, index=False)
+    with pytest.raises(DataError, match="does not match the fingerprint in manifest.json") as err:
+        load_manifest("avsbench-s4", home=home)
+    assert "manifest.parquet" in err.value.message and manifest.fingerprint
