@@ -25,6 +25,9 @@ def regress_command(
                                            help="Compare even if dataset/config/feature fingerprints differ."),
     strict: bool = typer.Option(False, "--strict", help="Fail on any difference beyond tolerance in either "
                                 "direction (CI: an inflated metric is a bug until the golden is updated)."),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", min=0.0,
+                                              help="With --update: the absolute tolerance of every metric "
+                                              "(default: keep the golden's; 0.02 for new metrics)."),
     home: Optional[Path] = HomeOption,
 ) -> None:
     """Compare a run with a golden: worse beyond tolerance fails (exit 1); better beyond tolerance
@@ -58,8 +61,8 @@ def regress_command(
             table.add_column(col, justify="left" if col in ("metric", "status", "better") else "right")
         for d in result.diffs:
             table.add_row(
-                d.key, "" if d.golden is None else f"{d.golden:.4f}", "" if d.actual is None else f"{d.actual:.4f}",
-                "" if d.delta is None else f"{d.delta:+.4f}", f"{d.tolerance:.4f}", d.direction,
+                d.key, "" if d.golden is None else f"{d.golden:.6f}", "" if d.actual is None else f"{d.actual:.6f}",
+                "" if d.delta is None else f"{d.delta:+.2e}", f"{d.tolerance:.1e}", d.direction,
                 f"[{_STYLE[d.status]}]{d.status}[/]",
             )
         console.print(table)
@@ -70,7 +73,7 @@ def regress_command(
             console.print(f"[red]provenance differs:[/] {key}: golden {made.get(key)!r:.80} vs run "
                           f"{getattr(record, key)!r:.80}", highlight=False)
     if update:
-        save_golden(golden_path, golden_from_record(record, golden, name=golden_path.stem))
+        save_golden(golden_path, golden_from_record(record, golden, name=golden_path.stem, tolerance=tolerance))
         console.print(f"[green]golden {golden_path} updated from run {record.run_id}[/]")
         return
     assert golden is not None

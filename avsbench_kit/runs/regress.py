@@ -142,15 +142,17 @@ def compare(golden: dict[str, Any], record: RunRecord, *, ignore_provenance: boo
 
 
 def golden_from_record(record: RunRecord, previous: dict[str, Any] | None = None, *,
-                       name: str = "", default_tolerance: float = DEFAULT_TOLERANCE) -> dict[str, Any]:
-    """A golden made from a run; tolerances and directions of an existing golden are kept."""
+                       name: str = "", default_tolerance: float = DEFAULT_TOLERANCE,
+                       tolerance: float | None = None) -> dict[str, Any]:
+    """A golden made from a run; tolerances and directions of an existing golden are kept
+    (``tolerance`` given: every metric gets it)."""
     old = (previous or {}).get("metrics", {})
     metrics = {}
     for key, value in record.flat_metrics().items():
         spec = old.get(key, {})
         metrics[key] = {
             "value": value,
-            "tolerance": float(spec.get("tolerance", default_tolerance)),
+            "tolerance": float(tolerance if tolerance is not None else spec.get("tolerance", default_tolerance)),
             "direction": spec.get("direction", direction_for(key)),
         }
     return {
