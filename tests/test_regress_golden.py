@@ -100,7 +100,7 @@ def test_short_synth_run_matches_golden(ci_home, name, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("sign", [+1, -1], ids=["inflated", "deflated"])
 def test_a_biased_iou_kernel_fails_the_gate(ci_home, sign, monkeypatch, capsys):
-    """Acceptance: bias the per-frame IoU kernel by 3 tolerances (a few hundred float32 ulps of a
+    """Acceptance: bias the per-frame IoU kernel (``iou_from_counts``) by 3 tolerances (a few hundred float32 ulps of a
     ~0.2 IoU) up or down; re-evaluating the gated checkpoint must fail ``--strict``, while the
     unbiased re-evaluation passes (so the failure is the bias, not the re-evaluation)."""
     from avsbench_kit.metrics import functional as Fn
@@ -119,8 +119,8 @@ def test_a_biased_iou_kernel_fails_the_gate(ci_home, sign, monkeypatch, capsys):
                      "--home", str(ci_home)])
 
     assert reevaluate() == 0
-    kernel = Fn.frame_iou
-    monkeypatch.setattr(Fn, "frame_iou", lambda *a, **k: kernel(*a, **k) + sign * 3 * GATE_TOLERANCE)
+    kernel = Fn.iou_from_counts  # every binary IoU (mIoU, J) goes through it
+    monkeypatch.setattr(Fn, "iou_from_counts", lambda *a, **k: kernel(*a, **k) + sign * 3 * GATE_TOLERANCE)
     assert reevaluate() == 1
     err = capsys.readouterr().err
     assert "test/avsbench-v1/mIoU (" + ("improved" if sign > 0 else "regressed") + ")" in err
