@@ -105,3 +105,16 @@ def test_agrees_with_the_official_loops(data):
     for x, g in zip(preds, gts):
         assert Fn.avs_miou(x, g) == R.mask_iou(x, g).item()
         assert Fn.refavs_j(x, g) == R.refavs_mask_iou(x, g).item()
+
+
+def test_histograms_after_a_call_with_the_same_pixel_total():
+    """Regression (found by the batch-split property): 4 frames of 9x6 then 9 frames of 4x6 (both
+    216 pixels) once shared a cached frame-offset table and scored the second call wrongly."""
+    g0 = torch.Generator().manual_seed(0)
+    first = torch.randn(4, 9, 6, generator=g0), (torch.rand(4, 9, 6, generator=g0) < 0.5).float()
+    x, g = torch.randn(9, 4, 6, generator=g0), (torch.rand(9, 4, 6, generator=g0) < 0.5).float()
+    Fn.pr_histograms(*first)
+    tp, fg = Fn.pr_histograms(x, g)
+    single = [Fn.pr_histograms(x[i : i + 1], g[i : i + 1]) for i in range(9)]
+    assert tp.sum(1).tolist() == [24] * 9
+    assert torch.equal(tp, torch.cat([s[0] for s in single])) and torch.equal(fg, torch.cat([s[1] for s in single]))
