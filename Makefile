@@ -15,14 +15,17 @@ install: $(STAMP)  ## create .venv and install the toolkit with its dev dependen
 
 DEMO_DATASETS  ?= synth-s4 synth-ms3
 DEMO_BASELINES ?= av2t probe-clip-only empty full
+DEMO_PROBES    ?= -p audio-shuffled -p audio-silent -p audio-offscreen
 
-demo: install  ## SynthAVS -> features -> train/evaluate the baselines -> leaderboard (~8.5 min, 2 cores)
+demo: install  ## SynthAVS -> features -> train/evaluate the baselines -> leaderboard (+ site/) -> probe table (~8.5 min on 2 cores before the probe step)
 	$(BIN)/avskit prepare synth --size small --seed 0
 	$(BIN)/avskit ls datasets
 	for ds in $(DEMO_DATASETS); do for b in $(DEMO_BASELINES); do \
 		echo "== avskit run baseline=$$b dataset=$$ds"; \
 		$(BIN)/avskit run baseline=$$b dataset=$$ds --no-progress || exit 1; done; done
 	for ds in $(DEMO_DATASETS); do $(BIN)/avskit leaderboard --dataset $$ds || exit 1; done
+	$(BIN)/avskit leaderboard --format html --out site
+	for ds in $(DEMO_DATASETS); do $(BIN)/avskit probe --dataset $$ds --control $(DEMO_PROBES) || exit 1; done
 
 test: install  ## the test suite (what CI runs)
 	$(BIN)/python -m pytest tests

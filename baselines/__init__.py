@@ -15,7 +15,19 @@ _AV2T_PAPER = "AV2T-SAM: Audio Visual Segmentation Through Text Embeddings (K. L
 _AV2T_TINY = ("image_size=64", "output_size=32", "text_encoder.kind=transformer",
               "text_encoder.transformer.hidden=32", "text_encoder.transformer.layers=1",
               "text_encoder.transformer.heads=2", "fused_dim=32")
+_STBAVA_PAPER = ("ST-BAVA: Extending Segment Anything Model into Auditory and Temporal Dimensions for "
+                 "Audio-Visual Segmentation (Seon et al., ICIP 2024; code Sunjuhyeong/SAM_STBAVA)")
 _REFERENCE = ("s4", "ms3", "refavs", "avss")
+_SAM2LOVE_PAPER = ("SAM2-LOVE: Segment Anything Model 2 in Language-aided Audio-Visual Scenes ("
+                   "CVPR 2025; no code released: re-implementation)")
+#: tiny SAM2-LOVE for the conformance test (64 px SAM2, 1-layer 32-wide fusion)
+_SAM2LOVE_TINY = ("image_size=64", "output_size=32", "fusion.layers=1", "fusion.width=32", "fusion.heads=2",
+                  "fusion.ffn=64")
+_AURALSAM2_PAPER = ("AuralSAM2: Enabling SAM2 Hear Through Pyramid Audio-Visual Feature Prompting "
+                    "(Y. Liu et al., arXiv 2506.01015; code yyliu01/AuralSAM2)")
+#: tiny AuralSAM2 for the conformance test (64 px, one visual block on the finest level only)
+_AURALSAM2_TINY = ("image_size=64", "output_size=32", "fuser.visual_blocks=[1,0,0]", "fuser.audio_blocks=1",
+                   "fuser.sr_ratio=1")
 
 
 def register(registry) -> None:
@@ -29,6 +41,22 @@ def register(registry) -> None:
         paper=_AV2T_PAPER + " — vision-only ablation (Tab. 2)", presets=("cpu-small", "paper"), config_dir="av2t",
         preset_overrides=("prompt_feature=clip",), tiny=_AV2T_TINY,
         description="AV2T-SAM prompted by CLIP image features only: no audio at all"))
+    registry.add_spec(BaselineSpec(
+        name="stbava", target="baselines.stbava.model:STBAVAModel", tasks=("s4", "ms3"),
+        modalities=("audio", "image"), paper=_STBAVA_PAPER,
+        presets=("cpu-small", "cpu-small-stage2", "paper-stage1", "paper-stage2"), config_dir="stbava",
+        tiny=("image_size=32", "output_size=32", "layers=1"),
+        description="SAM ViT (or SAM2) + spatio-temporal bidirectional audio-visual attention, two stages"))
+    registry.add_spec(BaselineSpec(
+        name="sam2love", target="baselines.sam2love.model:SAM2LOVE", tasks=("refavs",),
+        modalities=("audio", "image", "text"), paper=_SAM2LOVE_PAPER, presets=("cpu-small", "paper"),
+        config_dir="sam2love", tiny=_SAM2LOVE_TINY,
+        description="fused audio/text/vision [seg] token prompts SAM2 on frame 0; SAM2 memory propagates"))
+    registry.add_spec(BaselineSpec(
+        name="auralsam2", target="baselines.auralsam2.model:AuralSAM2", tasks=("s4", "ms3", "refavs", "avss"),
+        modalities=("audio", "image", "text"), paper=_AURALSAM2_PAPER, presets=("cpu-small", "paper"),
+        config_dir="auralsam2", tiny=_AURALSAM2_TINY,
+        description="frozen SAM2 + AuralFuser pyramid prompts in the mask decoder + AudioCon, tracked without prompts"))
     for kind, what in (("empty", "background everywhere"), ("full", "foreground everywhere"),
                        ("gt", "the ground truth itself (an oracle that checks the scoring path)")):
         registry.add_spec(BaselineSpec(

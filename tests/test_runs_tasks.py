@@ -134,3 +134,12 @@ def test_avss_run_scores_semantic_and_binary_views(home):
     assert oracle.metrics["test"]["avsbench-clip-v1"]["mIoU"] == pytest.approx(1.0)
     full = execute(RunRequest.parse(["baseline=full", "dataset=synth-avss"]), home, progress=False, say=lambda m: None)
     assert set(full.metrics["test"]) == {"avsbench-v1", "avsbench-clip-v1"}  # binary output: that view only
+
+
+def test_leaderboard_shows_refavs_and_avss_runs(home, capsys):
+    for ds in ("synth-refavs", "synth-avss"):
+        if not any(r.dataset == ds for r in RunStore(home).records()):
+            pytest.skip("runs by the tests above are needed")  # module order: they ran first
+        assert main(["leaderboard", "--dataset", ds, "--format", "md", "--home", str(home)]) == 0
+    out = capsys.readouterr().out
+    assert "test_mix" in out and "refavs-v1" in out and "avss-v1" in out and "avsbench-clip-v1" in out

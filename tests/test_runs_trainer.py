@@ -148,6 +148,16 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path):
     assert load_checkpoint(tmp_path / "last.pt")["state"]["epoch"] == 1  # the last good epoch
 
 
+def test_deferred_loss_reads_train_identically_and_still_stop_on_nan(tmp_path):
+    """The GPU path reads losses on the host every sync_every steps; on the CPU it must give the
+    same weights as reading every step, and a NaN is still caught (at the next read)."""
+    every, deferred = make(tmp_path / "a"), make(tmp_path / "b", sync_every=5)
+    ra, rb = every.fit(), deferred.fit()
+    assert same(params(every.model), params(deferred.model)) and ra.epoch_losses == rb.epoch_losses
+    with pytest.raises(TrainingDiverged, match="epoch 2"):
+        make(tmp_path / "c", nan_at=(1, 2), sync_every=5).fit()
+
+
 def test_grad_accumulation_equals_a_larger_batch(tmp_path):
     big = make(tmp_path / "big", dropout=0.0, batch_size=4, grad_accum=1)
     small = make(tmp_path / "small", dropout=0.0, batch_size=2, grad_accum=2)

@@ -57,18 +57,20 @@ def extract_command(
                                                          "$SLURM_NTASKS, or 1)."),
     worker_index: Optional[int] = typer.Option(None, "--worker-index", "-I",
                                                help="This worker's index in 0..W-1 (default: $RANK, $SLURM_PROCID)."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="One plain line per shard instead of a bar "
+                                                                  "(the default when stderr is not a terminal)."),
 ) -> None:
     """Compute a feature cache (resumes a killed run, repairs corrupt shards, reuses complete ones).
 
     Example: avskit features extract encoder=vggish dataset=synth-s4 split=train channels=stereo
     """
     from avsbench_kit.features.extract import extract
+    from avsbench_kit.progress import progress_mode
 
     encoder, dataset, split, overrides, device = parse_extract_args(list(args))
-    summary = extract(dataset, encoder, overrides, split=split, home=home, cache=cache,
-                      num_workers_total=num_workers_total, worker_index=worker_index, progress=not no_progress,
-                      device=device)
+    with progress_mode("plain" if no_progress else "auto"):
+        summary = extract(dataset, encoder, overrides, split=split, home=home, cache=cache,
+                          num_workers_total=num_workers_total, worker_index=worker_index, device=device)
     for line in summary.lines():
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 

@@ -16,8 +16,8 @@ def register(app: typer.Typer) -> None:
 
 def leaderboard_command(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Only this dataset (e.g. synth-s4, avsbench-s4)."),
-    fmt: str = typer.Option("rich", "--format", help="rich | md | csv | json"),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write to FILE instead of printing."),
+    fmt: str = typer.Option("rich", "--format", help="rich | md | csv | json | html (a static site: --out DIR)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write to FILE (html: the site's DIRECTORY) instead of printing."),
     home: Optional[Path] = HomeOption,
     published: Optional[Path] = typer.Option(None, "--published", help="Reported numbers CSV (default: leaderboards/published.csv)."),
 ) -> None:
@@ -29,8 +29,10 @@ def leaderboard_command(
     from avsbench_kit.leaderboard.render import FORMATS, render, rich_tables
     from avsbench_kit.registry import did_you_mean
 
+    if fmt == "html":
+        return _site(out, home, published, dataset)
     if fmt not in FORMATS:
-        raise ConfigError(f"unknown format {fmt!r}", hint=did_you_mean(fmt, FORMATS))
+        raise ConfigError(f"unknown format {fmt!r}", hint=did_you_mean(fmt, FORMATS + ("html",)))
     tables = collect_tables(home, dataset, published)
     if dataset is not None and not tables:
         from avsbench_kit.data.datasets import DATASETS
@@ -61,3 +63,20 @@ def leaderboard_command(
             typer.echo(text, nl=False)
     if out:
         console.print(f"wrote {len(tables)} table(s) to {out}")
+
+
+def _site(out: Optional[Path], home: Optional[Path], published: Optional[Path], dataset: Optional[str]) -> None:
+    from avsbench_kit.errors import ConfigError
+    from avsbench_kit.site.build import build_site
+
+    if out is None:
+        raise ConfigError("--format html writes a site and needs --out DIR", hint="e.g. avskit leaderboard --format html --out site/")
+    if dataset is not None:
+        raise ConfigError("--dataset is not used with --format html (the site has a page per dataset)",
+                          hint="drop --dataset; open DIR/datasets/<name>.html for one dataset")
+    result = build_site(out, home, published)
+    console.print(f"wrote {result.out}/index.html: {len(result.datasets)} dataset(s) with runs, {result.runs} run page(s), "
+                  f"{result.plots} plot(s)", highlight=False, soft_wrap=True)
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"open file://{result.out}/index.html", highlight=False, soft_wrap=True)

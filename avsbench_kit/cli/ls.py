@@ -9,7 +9,7 @@ import typer
 
 from avsbench_kit.cli.common import HomeOption, console
 
-app = typer.Typer(help="List what is registered: datasets, encoders, baselines, metric protocols.",
+app = typer.Typer(help="List what is registered: datasets, encoders, baselines, metric protocols, probes.",
                   no_args_is_help=True)
 
 
@@ -84,4 +84,22 @@ def ls_protocols() -> None:
     for name in PROTOCOLS.names():
         meta = PROTOCOLS.meta(name)
         table.add_row(name, meta["version"], meta["task"], meta["description"])
+    console.print(table)
+
+
+@app.command("probes")
+def ls_probes() -> None:
+    """Input probes of `avskit probe`: name, version, input perturbed, kind, negative, parameters."""
+    from rich.table import Table
+
+    from avsbench_kit.probes.registry import PROBES
+
+    table = Table(title="probes", title_justify="left")
+    for col in ("name", "version", "input", "kind", "negative", "parameters"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("description")
+    for name in PROBES.names():
+        p = PROBES.get(name)
+        params = ", ".join(f"{k}={v}" for k, v in p.defaults.items()) or "-"
+        table.add_row(name, p.version, p.modality, p.kind, "yes" if p.negative else "no", params, p.description)
     console.print(table)

@@ -12,7 +12,9 @@ from avsbench_kit.cli import ls as ls_cli
 from avsbench_kit.cli import eval as eval_cli
 from avsbench_kit.cli import features as features_cli
 from avsbench_kit.cli import prepare as prepare_cli
+from avsbench_kit.cli import probe as probe_cli
 from avsbench_kit.cli import leaderboard as leaderboard_cli
+from avsbench_kit.cli import plot as plot_cli
 from avsbench_kit.cli import regress as regress_cli
 from avsbench_kit.cli import run as run_cli
 from avsbench_kit.cli import runs as runs_cli
@@ -53,8 +55,10 @@ prepare_cli.register(app)
 eval_cli.register(app)
 app.add_typer(runs_cli.app, name="runs")
 leaderboard_cli.register(app)
+plot_cli.register(app)
 regress_cli.register(app)
 run_cli.register(app)
+probe_cli.register(app)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

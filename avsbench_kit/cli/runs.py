@@ -113,5 +113,9 @@ def show_run(
                 for metric, value in values.items():
                     table.add_row(split, protocol, metric, f"{value:.4f}")
         console.print(table)
+    if record.probes:
+        from avsbench_kit.cli.probe import table as probe_table
+
+        console.print(probe_table([(record, record.probes)]))
     files = sorted(p.name for p in store.run_dir(record.run_id).iterdir() if not p.name.startswith("."))
     console.print(f"files: {', '.join(files)}")

@@ -207,6 +207,27 @@ _TEMPLATES = {
 _KINDS = ("appearance", "sound", "first", "last")
 
 
+def expression_kind(text: str) -> str | None:
+    """The kind (appearance / sound / first / last) of a SynthAVS Ref-AVS expression, recovered
+    from its template; None for text no template produced (e.g. real Ref-AVS expressions).
+
+    The manifest keeps the official Ref-AVS columns only, so per-kind analyses read the kind back
+    from the text: the templates of different kinds never produce the same sentence. Null
+    expressions use the appearance / sound templates too; tell them apart with ``is_null``.
+    """
+    import re
+
+    slots = {"colour": r"\S+", "shape": r"\S+", "sound": ".+"}  # colours and shapes are one word
+    for kind in ("first", "last", "sound", "appearance"):  # fixed sentences before open slots
+        for template in _TEMPLATES[kind]:
+            pattern = re.escape(template)
+            for slot, rx in slots.items():
+                pattern = pattern.replace(re.escape("{" + slot + "}"), rx)
+            if re.fullmatch(pattern, text.strip()):
+                return kind
+    return None
+
+
 def refavs_scene(rng: np.random.Generator, cfg: dict[str, Any], name: str, split: str, pool: list[str],
                  refer: list[str] | None = None) -> Scene:
     """10-s clip with several objects, visibility windows, one sound segment per sounding object,

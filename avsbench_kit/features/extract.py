@@ -29,6 +29,7 @@ from avsbench_kit.features.cache import (
     plan_shards,
     tar_bytes,
 )
+from avsbench_kit.progress import Steps
 
 
 @dataclass
@@ -221,7 +222,7 @@ def _prefetched(split: str, batches: list[tuple[Unit, ...]],
 # ---- the driver -------------------------------------------------------------------------------
 def extract(
     dataset: str | Any,
-    encoder: str,
+    encoder: str | Encoder,
     overrides: tuple[str, ...] | list[str] = (),
     *,
     split: str | None = None,
@@ -234,7 +235,9 @@ def extract(
     device: str = "cpu",
 ) -> ExtractSummary:
     """Extract (or resume, or repair) the cache of ``encoder`` over ``dataset`` (a name or a
-    Manifest); ``split=None`` or ``"all"`` means every split. Returns what was done.
+    Manifest); ``split=None`` or ``"all"`` means every split. Returns what was done. ``encoder``
+    is a registry name (built with ``overrides``) or a built :class:`Encoder` (e.g. a probe's
+    perturbed encoder, whose fingerprint names its own cache).
 
     ``device`` (auto|cpu|cuda|cuda:N|mps): where the encoder runs, batch by batch; each shard
     records it. An unavailable device fails before the cache is opened."""
@@ -245,7 +248,7 @@ def extract(
     start = time.perf_counter()
     resolve_device(device)  # a missing GPU is the first error, before anything is read or written
     manifest = load_manifest(dataset, home) if isinstance(dataset, str) else dataset
-    enc = build_encoder(encoder, tuple(overrides))
+    enc = encoder if isinstance(encoder, Encoder) else build_encoder(encoder, tuple(overrides))
     enc.set_device(device)
     index, total = resolve_workers(num_workers_total, worker_index)
     splits = [s for s in dict.fromkeys(manifest.df["split"].tolist())]
@@ -279,19 +282,20 @@ def extract(
         env = {**environment(), "device": enc.device_name}
         work = sum(len(s.units) for s, _ in todo)
         summary.units_computed = work
-        with _progress(progress, f"{enc.registry_name} {manifest.dataset}", work) as advance:
+        with Steps(f"{enc.registry_name} {manifest.dataset}", len(todo), work, "samples", enabled=progress) as job:
             for shard, issue in todo:
                 samples = []
                 for units, inputs in _prefetched(shard.split, _batches(shard.units, enc.batch_size), loader):
                     for unit, arrays in zip(units, enc.encode(inputs)):
                         samples.append((unit.key, arrays, {"id": unit.ident, "split": shard.split}))
-                    advance(len(units))
+                    job.advance(len(units))
                 record = fc.write_shard(shard, tar_bytes(samples), {"environment": env})
                 summary.bytes_written += record["bytes"]
                 if issue is None:
                     summary.computed.append(shard.name)
                 else:
                     summary.repaired.append((shard.name, issue))
+                job.step_done(f"shard {shard.name}", f"repaired ({issue})" if issue else "")
                 if after_shard is not None:
                     after_shard(shard.name)
     idx = fc.refresh_index()
@@ -299,30 +303,3 @@ def extract(
     summary.complete = all(idx["splits"][s]["complete"] for s in summary.splits)
     summary.seconds = time.perf_counter() - start
     return summary
-
-
-class _progress:
-    """Context manager yielding ``advance(n)``: a Rich bar with samples/s and ETA, or a no-op."""
-
-    def __init__(self, enabled: bool, description: str, total: int) -> None:
-        self.enabled, self.description, self.total = enabled, description, total
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.enabled:
-            return lambda n: None
-        from avsbench_kit.progress import make_progress
-
-        self._bar = make_progress("samples")
-        self._bar.__enter__()
-        task = self._bar.add_task(self.description, total=self.total, rate="")
-
-        def advance(n: int) -> None:
-            self._bar.update(task, advance=n)
-            speed = self._bar.tasks[task].speed
-            self._bar.update(task, rate=f"{speed:,.1f} samples/s" if speed else "")
-
-        return advance
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.enabled:
-            self._bar.__exit__(*exc)

@@ -22,6 +22,7 @@ cache raises :class:`NotPreparedError` whose hint is the exact extract command.
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -37,11 +38,12 @@ class CacheView:
     """One request's cache restricted to one split: key -> shard, and a small LRU of decoded shards."""
 
     def __init__(self, manifest: Any, split: str, request: FeatureRequest, root: Path,
-                 home: str | Path | None, cache: str | Path | None, capacity: int = 8) -> None:
+                 home: str | Path | None, cache: str | Path | None, capacity: int = 8,
+                 encoder: Encoder | None = None) -> None:
         from avsbench_kit.features.extract import open_cache
 
         self.label = request.label
-        self.encoder: Encoder = build_encoder(request.encoder, request.overrides)
+        self.encoder: Encoder = encoder or build_encoder(request.encoder, request.overrides)
         self.cache: FeatureCache = open_cache(manifest, self.encoder, root)
         command = extract_command(request.encoder, manifest.dataset, split, request.overrides,
                                   _s(home), _s(cache))
@@ -106,6 +108,44 @@ class CacheView:
 
 def _s(value: str | Path | None) -> str | None:
     return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class ReadPerturbation:
+    """Cached rows read in another arrangement (the input probes of :mod:`avsbench_kit.probes`).
+
+    Why here: a permutation of cached features needs no encoder work, so the reader applies it while
+    joining the caches. ``sources[modality][i]`` is the split row whose cache entry feeds row ``i``
+    (another clip's audio); ``orders[part][i]`` is the frame order of row ``i`` (None = unchanged)
+    for ``part`` in "audio"/"image"/"text" (per-frame fields of that modality's caches; "image"
+    also moves raw frames) and "target" (GT masks and the annotated flags). A source clip of
+    another length is fitted to the clip's frame count by wrapping around.
+    """
+
+    sources: dict[str, list[int]] = field(default_factory=dict)
+    orders: dict[str, list[Any]] = field(default_factory=dict)
+
+    def source(self, modality: str, i: int) -> int:
+        rows = self.sources.get(modality)
+        return i if rows is None else int(rows[i])
+
+    def order(self, part: str, i: int) -> Any:
+        rows = self.orders.get(part)
+        return None if rows is None else rows[i]
+
+
+def _in_time(array: np.ndarray, order: Any, length: int | None = None) -> np.ndarray:
+    """``array`` [T', ...] fitted to ``length`` frames (wrapping around; None = as is), then put in
+    ``order`` (None = unchanged)."""
+    if length is not None and length != array.shape[0]:
+        array = array[np.arange(length) % max(array.shape[0], 1)]
+    if order is None:
+        return array
+    order = np.asarray(order, dtype=np.int64)
+    if order.shape != (array.shape[0],):
+        raise DataError(f"a frame order of {order.shape[0]} frames cannot rearrange {array.shape[0]} frames",
+                        hint="frame orders are built from the manifest's annotated flags: rebuild the probe plan")
+    return array[order]
 
 
 def missing_cache_error(manifest: Any, enc: Encoder, split: str, root: Path, command: str) -> NotPreparedError:
@@ -195,12 +235,16 @@ def feature_batches(
     drop_last: bool = False,
     shuffle_window: int = 4,
     pin_memory: bool = False,
+    perturbation: ReadPerturbation | None = None,
+    encoders: dict[str, Encoder] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Batches of one split (see the module docstring for the dict).
 
     ``shuffle=False``: every sample exactly once, in manifest order (evaluation). ``shuffle=True``:
     a seeded shuffle (by ``seed`` and ``epoch``); ``resampled=True`` repeats forever with a new
-    shuffle per epoch. All caches are opened and checked before the first batch.
+    shuffle per epoch. All caches are opened and checked before the first batch. ``encoders``
+    replaces the encoder of a request label (a perturbed encoder: its own fingerprint, its own
+    cache); ``perturbation`` rearranges cached rows (see :class:`ReadPerturbation`).
     """
     import torch
 
@@ -212,7 +256,8 @@ def feature_batches(
                           hint="a batch holds one cache per encoder name")
     rows = manifest.rows(split)
     root = cache_root(home, cache)
-    views = [CacheView(manifest, split, r, root, home, cache) for r in requests]
+    views = [CacheView(manifest, split, r, root, home, cache, encoder=(encoders or {}).get(r.label))
+             for r in requests]
     for view in views:  # decoded shards kept in memory: at most ~2 GB per cache, never fewer than a window
         view.capacity = max(shuffle_window + 1, min(8, int(2e9 // max(view.bytes_per_shard, 1.0))))
     dataset = None
@@ -228,40 +273,59 @@ def feature_batches(
             idx = order[start:start + batch_size]
             if drop_last and len(idx) < batch_size:
                 break
-            batch = _batch([rows[i] for i in idx], idx, views, dataset, with_frames, with_masks, torch)
+            batch = _batch(rows, idx, views, dataset, with_frames, with_masks, torch, perturbation)
             yield _pinned(batch) if pin_memory else batch
         if not (shuffle and resampled):
             return
         current += 1
 
 
-def _batch(rows: list[dict[str, Any]], idx: list[int], views: list[CacheView], dataset: Any,
-           with_frames: bool, with_masks: bool, torch: Any) -> dict[str, Any]:
+def _batch(split_rows: list[dict[str, Any]], idx: list[int], views: list[CacheView], dataset: Any,
+           with_frames: bool, with_masks: bool, torch: Any,
+           perturbation: ReadPerturbation | None = None) -> dict[str, Any]:
+    rows = [split_rows[i] for i in idx]
+    pert = perturbation or ReadPerturbation()
+    sizes = [len(r["annotated"]) for r in rows]
+
+    def timed(part: str, arrays: list[Any], sources: list[int] | None = None) -> list[Any]:
+        if perturbation is None:
+            return arrays
+        sources = sources or idx
+        return [_in_time(np.asarray(a), pert.order(part, i), n if s != i else None)
+                for a, i, s, n in zip(arrays, idx, sources, sizes)]
+
     batch: dict[str, Any] = {"key": [r["sample_key"] for r in rows],
                              "is_null": torch.tensor([bool(r["is_null"]) for r in rows], dtype=torch.bool),
                              "num_frames": torch.tensor([int(r["num_frames"]) for r in rows], dtype=torch.int64)}
-    entries = {view.label: [view.get(r) for r in rows] for view in views}
+    sources = {view.label: [pert.source(view.encoder.modality, i) for i in idx] for view in views}
+    entries = {view.label: [view.get(split_rows[s]) for s in sources[view.label]] for view in views}
     per_frame = {(view.label, name) for view in views for name, spec in view.fields.items()
                  if list(spec["shape"])[:1] == ["T"]}
+    arrays = {(view.label, name): [e[name] for e in entries[view.label]] for view in views for name in view.fields}
+    for view in views:  # probes: another clip's rows (fitted to this clip's length), frames reordered
+        for name in view.fields:
+            if (view.label, name) in per_frame:
+                arrays[view.label, name] = timed(view.encoder.modality, arrays[view.label, name], sources[view.label])
     # the batch's time axis: the longest clip, or a longer per-frame feature (e.g. VGGish padded to
     # 10 examples as official AVSS does), so masks, frames and features always line up
     length = max([int(r["num_frames"]) for r in rows]
-                 + [np.shape(e[name])[0] for label, name in per_frame for e in entries[label]])
-    annotated = [np.asarray(r["annotated"], dtype=bool) for r in rows]
+                 + [np.shape(a)[0] for key in per_frame for a in arrays[key]])
+    annotated = timed("target", [np.asarray(r["annotated"], dtype=bool) for r in rows])
     if dataset is not None:
         items = [dataset[i] for i in idx]
         if with_masks:
-            batch["masks"] = _tensor(_pad_time([np.asarray(it["masks"], dtype=np.float32) for it in items], length,
-                                               "masks"))
+            masks = timed("target", [np.asarray(it["masks"], dtype=np.float32) for it in items])
+            batch["masks"] = _tensor(_pad_time(masks, length, "masks"))
         if with_frames:
-            batch["frames"] = _tensor(_pad_time([np.asarray(it["frames"], dtype=np.float32) for it in items], length,
-                                                "frames"))
+            frames = timed("image", [np.asarray(it["frames"], dtype=np.float32) for it in items])
+            batch["frames"] = _tensor(_pad_time(frames, length, "frames"))
     batch["annotated"] = torch.from_numpy(_pad_time(annotated, length, "annotated"))
     features: dict[str, Any] = {}
     for view in views:
         for name, spec in view.fields.items():
-            arrays, what = [e[name] for e in entries[view.label]], f"{view.label}.{name}"
-            stacked = _pad_time(arrays, length, what) if (view.label, name) in per_frame else _stack(arrays, what)
+            what = f"{view.label}.{name}"
+            key = (view.label, name)
+            stacked = _pad_time(arrays[key], length, what) if key in per_frame else _stack(arrays[key], what)
             tensor = _tensor(stacked)
             role = spec["role"]
             if role == "primary":

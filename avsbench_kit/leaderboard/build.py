@@ -21,7 +21,7 @@ REPORTED = "reported"
 #: Splits that select checkpoints or train models: never on a leaderboard.
 HIDDEN_SPLITS = ("train", "val")
 _SPLIT_ORDER = ("test", "test_s", "test_u", "test_mix", "test_n")
-_METRIC_ORDER = ("mIoU", "J", "F", "J&F", "S")
+_METRIC_ORDER = ("mIoU", "J", "F", "J&F", "S", "reliance")
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,13 @@ class LeaderTable:
     columns: list[tuple[str, str]] = field(default_factory=list)  # (split, metric)
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    reported_under: str = ""  # reported numbers whose evaluation code is a registered toolkit protocol
 
     @property
     def title(self) -> str:
+        if self.protocol == REPORTED and self.reported_under:
+            return (f"{self.dataset} — reported under protocol {self.reported_under} v{self.version} "
+                    "(the paper's own evaluation)")
         if self.protocol == REPORTED:
             return f"{self.dataset} — reported (each paper's own evaluation code, see 'protocol')"
         version = f" v{self.version}" if self.version else ""
@@ -104,6 +108,7 @@ def reproduced_rows(records: Iterable[RunRecord]) -> dict[tuple[str, str, str], 
                     bucket = per_protocol.setdefault((protocol, version), {})
                     for metric, value in values.items():
                         bucket.setdefault((split, metric), []).append(float(value))
+        _add_probe_cells(per_protocol, runs)
         first = runs[0]
         features = ", ".join(f"{k} {short(v, 8)}" for k, v in sorted(first.features.items()))
         shown = [o for o in first.overrides if not o.startswith("seed=")]
@@ -125,9 +130,35 @@ def reproduced_rows(records: Iterable[RunRecord]) -> dict[tuple[str, str, str], 
     return out
 
 
-def reported_rows(published: Iterable[PublishedRow]) -> dict[str, list[Row]]:
-    """``{dataset: [Row]}``: one row per (method, backbone, evaluation code), in file order."""
-    out: dict[str, list[Row]] = {}
+def _add_probe_cells(per_protocol: dict[tuple[str, str], dict[tuple[str, str], list[float]]],
+                     runs: list[RunRecord]) -> None:
+    """Probe figures (audio reliance, FPR and hJ of the negative-audio probes; ``avskit probe`` with
+    default parameters, probe seed = the run's seed) as cells of the ``-clip-v1`` table: they are
+    built from per-sample (per-clip) J, as that protocol."""
+    from avsbench_kit.probes.record import summary
+
+    cells: dict[tuple[str, str], list[float]] = {}
+    for r in runs:
+        for split, values in summary(r.probes, seed=r.seed).items():
+            if split in HIDDEN_SPLITS:
+                continue
+            for metric, value in values.items():
+                cells.setdefault((split, metric), []).append(value)
+    if not cells or not per_protocol:
+        return
+    keys = sorted(per_protocol)
+    target = next((k for k in keys if k[0].endswith("-clip-v1")), keys[0])
+    per_protocol[target].update(cells)
+
+
+def reported_rows(published: Iterable[PublishedRow]) -> dict[tuple[str, str], list[Row]]:
+    """``{(dataset, toolkit protocol or ""): [Row]}``: one row per (method, backbone, evaluation
+    code), in file order. Numbers produced by a paper's evaluation that the toolkit registers as a
+    protocol (e.g. ``avsbench-auralsam2-v1``) get their own table."""
+    from avsbench_kit.metrics.protocols import PROTOCOLS
+
+    toolkit = set(PROTOCOLS.names())
+    out: dict[tuple[str, str], list[Row]] = {}
     index: dict[tuple[str, str, str, str], Row] = {}
     sources: dict[tuple[str, str, str, str], list[str]] = {}
     for p in published:
@@ -139,7 +170,7 @@ def reported_rows(published: Iterable[PublishedRow]) -> dict[str, list[Row]]:
             row = index[key] = Row(kind=REPORTED, method=p.method, detail=p.backbone, protocol=p.protocol,
                                    source=p.source, note=p.note)
             sources[key] = [p.source]
-            out.setdefault(p.dataset, []).append(row)
+            out.setdefault((p.dataset, p.protocol if p.protocol in toolkit else ""), []).append(row)
         elif p.source not in sources[key]:
             sources[key].append(p.source)
             row.source = "; ".join(sources[key])
@@ -158,17 +189,22 @@ def build_tables(records: Iterable[RunRecord], published: Iterable[PublishedRow]
     Reported rows of datasets the toolkit does not know (e.g. RefCOCO context numbers) are only
     shown when that dataset is asked for explicitly.
     """
+    from avsbench_kit.metrics.protocols import PROTOCOLS
+
     known = set(datasets_known) if datasets_known is not None else None
     tables: list[LeaderTable] = []
     for (ds, protocol, version), rows in reproduced_rows(records).items():
         rows.sort(key=lambda r: r.method)
         tables.append(LeaderTable(ds, protocol, version, _columns(rows), rows))
-    for ds, rows in reported_rows(published).items():
+    for (ds, under), rows in reported_rows(published).items():
         if known is not None and ds not in known and ds != dataset:
             continue
-        table = LeaderTable(ds, REPORTED, "", _columns(rows), rows)
+        version = PROTOCOLS.get(under).version if under else ""
+        table = LeaderTable(ds, REPORTED, version, _columns(rows), rows, reported_under=under)
         table.notes.append("reported numbers are copied from the papers (source column); they are never "
-                           "in a column with a toolkit protocol")
+                           "in a column with a toolkit protocol" if not under else
+                           f"reported numbers computed by the paper's own code, which the toolkit registers as "
+                           f"{under}: compare them only with reproduced runs scored under {under}")
         tables.append(table)
     if dataset is not None:
         tables = [t for t in tables if t.dataset == dataset]

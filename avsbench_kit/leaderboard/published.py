@@ -69,7 +69,6 @@ _PROTOCOL_RULES: tuple[tuple[str, str], ...] = (
     ("GAVS +", "paper (Ref-AVS official code)"),
     ("GAVS", "paper (GAVS code: AVSBench metrics at stored frame resolution)"),
     ("AV2T-SAM", "paper (AV2T-SAM code: F on raw logits, no sigmoid)"),
-    ("AuralSAM2", "paper (AuralSAM2 code)"),
     ("EVF-", "paper (RefCOCO cIoU)"),
 )
 _REFAVS_PROTOCOL = "paper (Ref-AVS official code)"
@@ -79,7 +78,9 @@ _DEFAULT_PROTOCOL = "paper (own code, not verified)"
 def protocol_for(method: str, dataset: str, metric: str) -> str:
     if metric.startswith("claim:"):
         return "paper (relative claim)"
-    if dataset == "refavs" and not method.startswith("AuralSAM2"):
+    if method.startswith("AuralSAM2"):  # its released evaluation is registered as toolkit protocols
+        return "refavs-auralsam2-v1" if dataset == "refavs" else "avsbench-auralsam2-v1"
+    if dataset == "refavs":
         return _REFAVS_PROTOCOL
     for prefix, label in _PROTOCOL_RULES:
         if method.startswith(prefix):

@@ -155,7 +155,7 @@ class _OfficialBinary:
         s_val = None
         if "S" in self.metrics:
             fg = sum(int(s.fg.sum()) for s in batch)
-            s_val = np.float32(Fn.s_from_counts(fg, sum(s.pixels for s in batch)))
+            s_val = np.float32(Fn.s_from_counts(fg, sum(s.pixels for s in batch), self.p.s_sqrt))
         return Fn.mean_iou_of_call(iou), f, s_val
 
     def _flush(self) -> None:
@@ -631,6 +631,8 @@ def evaluate_predictions(
         keep = np.asarray(annotated, dtype=bool)
         gt = gt_all if keep.all() else gt_all[keep]
         size = tuple(size_rule) if size_rule else tuple(gt.shape[-2:])
+        if gt.shape[-2:] != size and protocols[0].gt_resize == "nearest":
+            gt, _ = P.fit_size(gt, size, row["sample_key"], "nearest", scored_as)  # AuralSAM2: GT at 1024
         if gt.shape[-2:] != size:
             raise DataError(f"GT of sample {row['sample_key']} is {gt.shape[-1]}x{gt.shape[-2]}, expected {size[1]}x{size[0]}",
                             hint=f"re-run `avskit prepare {dataset}`")

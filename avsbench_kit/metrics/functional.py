@@ -502,9 +502,11 @@ def foreground_count(logits: torch.Tensor, logit_threshold: float = C.LOGIT_GT_H
     return int(torch.count_nonzero(_logits(logits) >= logit_threshold))
 
 
-def s_from_counts(count: int, pixels: int) -> float:
-    """``torch.sqrt(count / pixels)`` as the official code evaluates it (float32 division, sqrt)."""
-    return torch.sqrt(torch.tensor(count, dtype=torch.int64) / pixels).item()
+def s_from_counts(count: int, pixels: int, sqrt: bool = True) -> float:
+    """``torch.sqrt(count / pixels)`` as the official code evaluates it (float32 division, sqrt);
+    ``sqrt=False``: the float32 fraction itself (AuralSAM2's S)."""
+    frac = torch.tensor(count, dtype=torch.int64) / pixels
+    return (torch.sqrt(frac) if sqrt else frac).item()
 
 
 def refavs_s(logits: torch.Tensor) -> float:

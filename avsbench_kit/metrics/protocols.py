@@ -36,6 +36,8 @@ class Protocol:
     resolution: tuple[int, int] | None  # (H, W) predictions are scored at; None = the GT's own size
     j_logit_threshold: float = _GT_HALF  # foreground rule of mIoU / J
     pad_frames_to: int | None = None  # AVSS pads every clip to 10 frames
+    gt_resize: str | None = None  # "nearest": GT is resized to ``resolution`` (not prepared at it)
+    s_sqrt: bool = True  # Ref-AVS S = sqrt(foreground fraction); False = the fraction itself
 
     @property
     def label(self) -> str:
@@ -184,6 +186,48 @@ _add(Protocol(
         "mIoU_noBg / F_noBg drop class index 70 (as the official code does), not index 0",
         "per-class sums in float32, frame after frame within a batch of 4 clips, then batch after batch",
         "scored at 224x224; only annotated frames of a clip are scored (all of them in val/test)",
+    ),
+))
+
+# -- a paper's own evaluation, registered so its reported numbers have a protocol to live under ----
+_add(Protocol(
+    name="avsbench-auralsam2-v1",
+    version="1.0",
+    family="avsbench",
+    tasks=("s4", "ms3"),
+    official=False,
+    batch_size=4,
+    resolution=(1024, 1024),
+    gt_resize="nearest",
+    description="AuralSAM2's AVSBench evaluation (released code): avsbench-v1's mIoU and F, but predictions "
+                "and GT at 1024x1024 (GT resized nearest). Reported AuralSAM2 numbers use it.",
+    quirks=(
+        "identical to avsbench-v1 (thresholds, empty-GT rule, F, batches of 4, reductions) except the resolution",
+        "scored at 1024x1024: logits resized bilinearly, GT resized with nearest neighbour from its own size "
+        "(AVSBench's official code scores at the GT's own 224x224)",
+        "the released code selects the checkpoint on test; the toolkit always selects on val",
+        _ANNOTATED,
+    ),
+))
+_add(Protocol(
+    name="refavs-auralsam2-v1",
+    version="1.0",
+    family="refavs",
+    tasks=("refavs",),
+    official=False,
+    batch_size=4,
+    resolution=(256, 256),
+    j_logit_threshold=_GT_0_4,
+    s_sqrt=False,
+    description="refavs-v1 with AuralSAM2's null-split S: the foreground fraction without the square root.",
+    quirks=(
+        "J, F and J&F exactly as refavs-v1",
+        "S (test_n) = foreground pixels / all pixels (sigmoid > 0.5) per batch of 40 frames, WITHOUT the sqrt, "
+        "float32 mean over batches; equals the released code's split-wide ratio when every batch has the same "
+        "pixel count (only a ragged last batch weighs differently)",
+        "S values are therefore the square of refavs-v1's per-batch values: not comparable with official S",
+        "the released code's J (one global confusion over the split, logits > 0) is not replicated",
+        _ANNOTATED,
     ),
 ))
 

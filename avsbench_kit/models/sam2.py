@@ -380,7 +380,8 @@ class SAM2Wrapper(nn.Module):
                   injections: Mapping[int, Injection] | None = None,
                   cond_frames: Sequence[int] | None = None, multimask: bool = True,
                   output_size: int | tuple[int, int] | None = None,
-                  object_score: bool = True, pad_point: bool = True) -> TrackOutput:
+                  object_score: bool = True, pad_point: bool = True,
+                  memory_grad: bool = True) -> TrackOutput:
         """Track B clips over T frames with SAM2's memory attention + memory encoder.
 
         ``frames[t]`` holds the features of frame t of the B clips. ``prompts[t]`` [B,K,256] are
@@ -391,7 +392,9 @@ class SAM2Wrapper(nn.Module):
         sparse tokens get SAM2's padding point when ``pad_point`` (SAM2's tracker does; AuralSAM2
         does not). ``object_score`` applies SAM2's "no object" rule (masks -> -1024 where the
         object score is negative) to the outputs and the memories. Gradients flow through
-        everything (wrap in ``torch.no_grad()`` to track without them).
+        everything (wrap in ``torch.no_grad()`` to track without them); ``memory_grad=False``
+        stops them at the memory (memory attention, memory encoder, object pointers run without
+        gradients): the loss then reaches the prompts through each frame's own decoder call only.
         """
         prompts, dense, injections = dict(prompts or {}), dict(dense or {}), dict(injections or {})
         t_total = len(frames)
@@ -409,6 +412,7 @@ class SAM2Wrapper(nn.Module):
         m = self.model
         memory: dict = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
         results: dict[int, DecoderOutput] = {}
+        grad = torch.is_grad_enabled()
         for t in order:
             feats = frames[t]
             top = feats.levels[2]
@@ -416,25 +420,28 @@ class SAM2Wrapper(nn.Module):
             seq = top.flatten(2).permute(2, 0, 1)  # SAM2's (HW)BC layout
             pos = m.image_encoder.neck.position_encoding(top).to(top.dtype).flatten(2).permute(2, 0, 1)
             is_cond = t in conds
-            pix = m._prepare_memory_conditioned_features(
-                frame_idx=t, is_init_cond_frame=is_cond, current_vision_feats=[seq],
-                current_vision_pos_embeds=[pos], feat_sizes=[(h, w)], output_dict=memory,
-                num_frames=t_total)
+            with torch.set_grad_enabled(memory_grad and grad):
+                pix = m._prepare_memory_conditioned_features(
+                    frame_idx=t, is_init_cond_frame=is_cond, current_vision_feats=[seq],
+                    current_vision_pos_embeds=[pos], feat_sizes=[(h, w)], output_dict=memory,
+                    num_frames=t_total)
             _, high_res = self.decoder_inputs(feats, add_no_mem_embed=False)
             extra = prompts.get(t)
             points = self.padding_points(b, top.device) if extra is None and pad_point else None
             out = self.decode_embeddings(pix, high_res, extra, dense=dense.get(t), points=points,
                                          injection=injections.get(t), multimask=multimask,
                                          output_size=output_size, apply_object_score=object_score)
-            hi = self._resize(out.low_res_multimasks, self.image_size)  # all, then pick: as SAM2
-            if hi.shape[1] > 1:
-                hi = hi[torch.arange(b, device=hi.device), out.ious.argmax(dim=-1)].unsqueeze(1)
-            maskmem, maskmem_pos = m._encode_new_memory(
-                current_vision_feats=[seq], feat_sizes=[(h, w)], pred_masks_high_res=hi,
-                object_score_logits=out.object_score_logits, is_mask_from_pts=extra is not None)
+            with torch.set_grad_enabled(memory_grad and grad):
+                hi = self._resize(out.low_res_multimasks, self.image_size)  # all, then pick: as SAM2
+                if hi.shape[1] > 1:
+                    hi = hi[torch.arange(b, device=hi.device), out.ious.argmax(dim=-1)].unsqueeze(1)
+                maskmem, maskmem_pos = m._encode_new_memory(
+                    current_vision_feats=[seq], feat_sizes=[(h, w)], pred_masks_high_res=hi,
+                    object_score_logits=out.object_score_logits, is_mask_from_pts=extra is not None)
+                ptr = self.object_pointer(out)
             key = "cond_frame_outputs" if is_cond else "non_cond_frame_outputs"
             memory[key][t] = {"maskmem_features": maskmem, "maskmem_pos_enc": maskmem_pos,
-                              "obj_ptr": self.object_pointer(out), "pred_masks": out.low_res_masks}
+                              "obj_ptr": ptr, "pred_masks": out.low_res_masks}
             results[t] = out
         ordered = [results[t] for t in range(t_total)]
         return TrackOutput(

@@ -87,6 +87,8 @@ class RunRecord:
     files: dict[str, str] = field(default_factory=dict)
     error: str = ""
     notes: list[str] = field(default_factory=list)
+    #: input-probe results of the selected checkpoint (``avskit probe``; avsbench_kit.probes.record)
+    probes: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

@@ -22,7 +22,7 @@ from avsbench_kit.registry import did_you_mean
 MODES = ("train+eval", "train", "eval")
 #: run-level keys of `avskit run` (everything else is a config override); not part of the config hash
 RUN_KEYS = ("baseline", "dataset", "config", "mode", "resume", "from", "save_predictions", "build_caches",
-            "synth_size", "synth_seed", "device", "init_from")
+            "synth_size", "synth_seed", "device", "init_from", "then")
 #: the metric (of the official protocol, on val) that selects the checkpoint, per task
 SELECT_METRIC = {"s4": "mIoU", "ms3": "mIoU", "refavs": "J&F", "avss": "mIoU"}
 #: Ref-AVS "Mix (S+U)": the union of the seen and unseen test splits, scored as one split
@@ -48,6 +48,7 @@ class RunRequest:
     synth_seed: int = 0
     device: str = "cpu"  # auto | cpu | cuda | cuda:N | mps (not hashed: the record's hardware says where)
     init_from: str = ""  # warm start from another run's best.pt (hashed: it changes the result)
+    then: str = ""  # "P1,P2": after this run, run config=P1 warm-started from it, then P2 (stages)
 
     @classmethod
     def parse(cls, args: Iterable[str]) -> "RunRequest":
@@ -179,7 +180,7 @@ def feature_fingerprints(requests: list) -> dict[str, str]:
 
 
 def ensure_features(manifest, requests: list, splits: Iterable[str], home, build: bool,
-                    say: Callable[[str], None], progress: bool = True) -> None:
+                    say: Callable[[str], None], progress: bool = True, device: Any = "cpu") -> None:
     """Build missing caches; with ``build_caches=false`` fail instead, naming the exact
     ``avskit features extract`` command (the reader's NotPreparedError hint)."""
     if not requests:
@@ -192,7 +193,7 @@ def ensure_features(manifest, requests: list, splits: Iterable[str], home, build
         say(f"feature caches for {manifest.dataset}: {', '.join(r.label for r in requests)} (built if missing)")
         for r in requests:  # one worker: under torchrun, RANK/WORLD_SIZE must not split this job
             extract(manifest, r.encoder, r.overrides, home=home, num_workers_total=1, worker_index=0,
-                    progress=progress)
+                    progress=progress, device=str(device))
         return
     for split in splits:
         if len(manifest.split(split)):
@@ -338,6 +339,39 @@ def _init_from(store, prefix: str, baseline: str, model) -> dict[str, Any]:
             "entries": n}
 
 
+def stage_requests(req: RunRequest) -> list[RunRequest]:
+    """``then=P1,P2``: the follow-up stages of ``req`` — same baseline, dataset and overrides, each
+    with ``config=P`` and warm-started (``init_from``) from the stage before. Every stage's config
+    and weights are checked before the first one starts."""
+    from dataclasses import replace
+
+    presets = [p.strip() for p in str(req.then).split(",") if p.strip()]
+    if presets and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("then= chains stages in one process; under torchrun start each stage on its own",
+                          hint="run stage 1, then config=<stage 2> init_from=<stage-1 run id>")
+    stages = [replace(req, config=p, then="", init_from="") for p in presets]
+    for stage in stages:
+        check_weights(stage, resolve_config(stage))
+    return stages
+
+
+def execute_stages(req: RunRequest, home: str | Path | None = None, *, progress: bool = True,
+                   say: Callable[[str], None] = print) -> list:
+    """Run ``req`` and then its ``then=`` stages, each from the previous run's best checkpoint; the
+    complete records in order (each later record names its source run in ``init_from``)."""
+    stages = stage_requests(req)
+    record = execute(req, home, progress=progress, say=say)
+    records = [record]
+    for stage in stages:
+        if record is None:  # pragma: no cover - a non-main rank (refused above)
+            break
+        stage.init_from = record.run_id
+        say(f"next stage: config={stage.config} init_from={record.run_id}")
+        record = execute(stage, home, progress=progress, say=say)
+        records.append(record)
+    return records
+
+
 def execute(req: RunRequest, home: str | Path | None = None, *, progress: bool = True,
             say: Callable[[str], None] = print):
     """Run one request end to end; returns the complete :class:`RunRecord`."""
@@ -379,7 +413,7 @@ def execute(req: RunRequest, home: str | Path | None = None, *, progress: bool =
     requests = list(model.feature_requests())
     augment = _augmenter(cfg, requests, seed)
     if dist.main:
-        ensure_features(manifest, requests, spec.splits, home, req.build_caches, quiet, progress)
+        ensure_features(manifest, requests, spec.splits, home, req.build_caches, quiet, progress, device)
     _barrier(dist)
     record_cfg = {**cfg, "run": {"baseline": req.baseline, "preset": req.config, "dataset": req.dataset,
                                  "mode": req.mode, "protocols": list(protocols),

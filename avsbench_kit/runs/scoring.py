@@ -30,7 +30,7 @@ def null_split(manifest: Any, split: str, protocols: list[str]) -> bool:
     return split == "test_n" or all(r["is_null"] for r in manifest.rows(split))
 
 
-def _resize(x, size: tuple[int, int]):
+def resize_logits(x, size: tuple[int, int]):
     import torch.nn.functional as F
 
     if tuple(x.shape[-2:]) == tuple(size):
@@ -114,7 +114,7 @@ class Scorer:
         if self.view == "binary":
             logits, masks = binary_view(logits, masks)
         frames = batch.get("num_frames")
-        prepared = {size: (_resize(logits, size or tuple(masks.shape[-2:])),
+        prepared = {size: (resize_logits(logits, size or tuple(masks.shape[-2:])),
                            _masks_at(masks, size or tuple(masks.shape[-2:]))) for size, _ in self.evaluators}
         for i, key in enumerate(batch["key"]):
             if self.seen >= len(self.expected) or self.expected[self.seen] != key:

@@ -85,6 +85,18 @@ class RunStore:
                 )
         self._write(record)
 
+    def save_probes(self, run_id: str, probes: list[dict[str, Any]]) -> RunRecord:
+        """Replace only the ``probes`` section of a record (complete ones included).
+
+        Why this exception to "a complete record is never rewritten": probes evaluate the finished
+        run's selected checkpoint afterwards; they add numbers and never change the run's own
+        config, metrics or provenance, which are re-read from disk here and written back as they were.
+        """
+        record = self.load(run_id)
+        record.probes = list(probes)
+        self._write(record)
+        return record
+
     def _write(self, record: RunRecord) -> None:
         record.files.setdefault("record", RECORD)
         write_json(self.path(record.run_id, RECORD), record.to_dict())

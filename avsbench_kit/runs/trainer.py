@@ -491,7 +491,8 @@ class Trainer:
                     if len(pending_losses) >= self.sync_every or n_batch == self.batches_per_epoch:
                         sync()
                     if pending == cfg.grad_accum or n_batch == self.batches_per_epoch:
-                        sync()  # never step on a loss not yet checked when it is cheap to check
+                        if self.sync_every == 1:
+                            sync()  # a CPU step never uses a loss not yet checked (free on the CPU)
                         self._step(opt, scaler, state["step"])
                         pending = 0
                         state["step"] += 1
@@ -500,6 +501,7 @@ class Trainer:
                             result.stopped_early = f"max_steps={cfg.max_steps}" if cfg.max_steps else ""
                             break
                         if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0 and n_batch < self.batches_per_epoch:
+                            sync()  # a checkpoint is written only after its losses were checked
                             result.train_time_s = time_before + time.perf_counter() - started
                             self._save_last(opt, scaler, {**state, "losses": done}, result)
                 sync()

@@ -22,12 +22,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from avsbench_kit.errors import ConfigError, DataError
-from avsbench_kit.models.sam2 import ImageFeatures, SAM2Wrapper, check_image_size, sam2_config_path
+from avsbench_kit.models.sam2 import ImageFeatures, SAM2Wrapper, check_image_size
 from baselines.av2t.heads import (FEATURE_NORMS, PROMPT_FEATURES, AdapterGenerator,
                                   PromptFeature, PseudoTokens, text_hidden_fcs)
 from baselines.av2t.text_prompt import build_text_encoder
 from baselines.base import Baseline, BaselineOutput, check_batch, feature_request, masks_at
 from baselines.common.losses import soft_iou_loss
+from baselines.common.sam2_cache import sam2_cache_overrides
 
 
 def _choice(cfg: dict, key: str, choices: tuple[str, ...]) -> str:
@@ -74,7 +75,7 @@ class AV2TSAM(Baseline):
         for kind, used in (("audio", uses_audio), ("image", uses_image)):
             if not used:
                 self.inactive(f"dims.{kind}", f"features.{kind}", f"features.{kind}_overrides")
-        if self.adapters_on:  # the image encoder runs on frames: no sam2_image cache
+        if self.adapters_on or not cfg["features"].get("sam2"):  # the image encoder runs on frames
             self.inactive("features.sam2", "features.sam2_levels", "features.sam2_overrides")
         self.dims = {"audio": self._feature_dim("audio") if uses_audio else 0,
                      "image": self._feature_dim("image") if uses_image else 0}
@@ -141,16 +142,8 @@ class AV2TSAM(Baseline):
         return out
 
     def sam2_overrides(self) -> tuple[str, ...]:
-        """The ``sam2_image`` cache must come from the same SAM2 (config, weights or random-init
-        seed) at the same image size as this model."""
-        sam_cfg, feats = self.cfg["sam2"], self.cfg["features"]
-        out = [f"model_config={sam2_config_path(sam_cfg['config'])}",
-               f"image_size={self.cfg['image_size']}", f"seed={int(sam_cfg.get('init_seed', 0))}"]
-        if sam_cfg.get("checkpoint"):
-            out.append(f"weights={sam_cfg['checkpoint']}")
-        if feats.get("sam2_levels"):
-            out.append("levels=[" + ",".join(feats["sam2_levels"]) + "]")
-        return tuple(out) + tuple(feats.get("sam2_overrides") or ())
+        """The ``sam2_image`` cache must come from the same SAM2 as this model."""
+        return sam2_cache_overrides(self.cfg)
 
     @classmethod
     def missing_weights(cls, cfg: dict[str, Any]) -> list[str]:

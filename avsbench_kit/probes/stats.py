@@ -1,0 +1,74 @@
+"""The probe figures: relative drop of J with a paired bootstrap CI, negative-audio FPR, hJ.
+
+Definitions (docs/probes.md):
+
+* ``drop`` (``reliance`` for ``audio-shuffled``) = (J_clean - J_probe) / J_clean, J = mean over
+  the split's samples of the per-sample J (the per-sample table's ``mIoU`` / ``J``: one clip's
+  frames, the ``-clip-v1`` protocols' J). CI: percentile bootstrap over samples, paired (one
+  resample of sample indices scores both conditions), seeded.
+* ``FPR`` (negative probes) = predicted foreground pixels / scored pixels, pooled over every
+  annotated frame of the split, with the protocol's own foreground rule (``logit >= j threshold``).
+* ``hJ`` v1 = harmonic mean of J_clean (the positive pairs) and 1 - FPR (the negative pairs):
+  ``2 J (1 - FPR) / (J + 1 - FPR)``; 0 when both are 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+COMBINED_NAME = "hJ"
+COMBINED_VERSION = "1"
+BOOTSTRAP = 2000
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Drop:
+    value: float
+    low: float
+    high: float
+    clean: float
+    probe: float
+    samples: int
+    resamples: int = BOOTSTRAP
+    level: float = LEVEL
+
+    def as_dict(self) -> dict[str, float | int | list[float]]:
+        return {"value": self.value, "ci": [self.low, self.high], "level": self.level,
+                "resamples": self.resamples, "over": "samples", "J_clean": self.clean, "J_probe": self.probe,
+                "samples": self.samples}
+
+
+def relative_drop(clean: Sequence[float], probe: Sequence[float], seed: int,
+                  resamples: int = BOOTSTRAP, level: float = LEVEL) -> Drop:
+    """Relative drop of the mean of ``clean`` to the mean of ``probe`` (paired per sample)."""
+    a = np.asarray(clean, dtype=np.float64)
+    b = np.asarray(probe, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"paired per-sample scores needed, got shapes {a.shape} and {b.shape}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    value = _drop(a.mean(), b.mean())
+    rng = np.random.default_rng([int(seed), 0xB007])
+    idx = rng.integers(0, a.size, size=(int(resamples), a.size))
+    boot = _drop(a[idx].mean(axis=1), b[idx].mean(axis=1))
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(boot, [alpha, 1.0 - alpha])
+    return Drop(float(value), float(low), float(high), float(a.mean()), float(b.mean()), int(a.size),
+                int(resamples), float(level))
+
+
+def _drop(clean, probe):
+    clean = np.asarray(clean, dtype=np.float64)
+    safe = np.where(clean > 0, clean, 1.0)
+    return np.where(clean > 0, (clean - probe) / safe, 0.0)
+
+
+def combined(j_positive: float, fpr: float) -> float:
+    """``hJ`` v1: harmonic mean of positive J and 1 - FPR."""
+    tn = 1.0 - float(fpr)
+    j = float(j_positive)
+    return 0.0 if j + tn <= 0 else 2.0 * j * tn / (j + tn)

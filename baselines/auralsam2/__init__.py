@@ -1,0 +1,1 @@
+"""AuralSAM2 baseline (frozen SAM2 + AuralFuser prompts + AudioCon)."""

@@ -1,0 +1,238 @@
+"""SAM2-LOVE: shapes, token propagation / accumulation, memory-propagated inference, switches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avsbench_kit.errors import ConfigError, DataError
+from baselines.conformance import build as build_run
+from baselines.sam2love.fusion import FusionConfig, FusionTransformer
+from baselines.sam2love.model import SAM2LOVE
+
+B, T, A_DIM, L, TXT_DIM, N, V_DIM = 2, 4, 16, 6, 24, 5, 20
+# the paper's encoders at toy widths (cpu-small's defaults are the CPU stand-ins)
+SMALL = ["features.audio=vggish", "features.text=distilroberta", "features.image=vit",
+         "features.text_overrides=[]", f"dims.audio={A_DIM}", f"dims.text={TXT_DIM}", f"dims.image={V_DIM}"]
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def build(*overrides: str) -> SAM2LOVE:
+    """cpu-small with the registry's tiny overrides (64 px, 1 x 32 fusion), built as a run builds it."""
+    return build_run("sam2love", "refavs", *SMALL, *overrides)
+
+
+@pytest.fixture(scope="module")
+def model() -> SAM2LOVE:
+    return build().eval()
+
+
+@pytest.fixture(scope="module")
+def batch(model: SAM2LOVE) -> dict:
+    g = torch.Generator().manual_seed(0)
+    frames = torch.rand(B, T, 3, 64, 64, generator=g)
+    with torch.no_grad():
+        feats = model.sam.features(model.sam.preprocess(frames.flatten(0, 1)))
+    cache = {k: v.float().unflatten(0, (B, T)) for k, v in feats.to_cache().items()}
+    yy, xx = torch.meshgrid(torch.arange(48), torch.arange(48), indexing="ij")
+    masks = torch.stack([torch.stack([((yy - 12 - 4 * t - 8 * b) ** 2 + (xx - 24) ** 2 < 80).float()
+                                      for t in range(T)]) for b in range(B)])
+    text_mask = torch.ones(B, L, dtype=torch.bool)
+    text_mask[1, 4:] = False
+    return {"key": ["a", "b"], "masks": masks, "annotated": torch.ones(B, T, dtype=torch.bool),
+            "features": {"vggish": torch.randn(B, T, A_DIM, generator=g),
+                         "distilroberta": torch.randn(B, L, TXT_DIM, generator=g),
+                         "distilroberta_mask": text_mask,
+                         "vit": torch.randn(B, T, N, V_DIM, generator=g), "sam2_image": cache}}
+
+
+def edit(batch: dict, name: str, fn) -> dict:
+    feats = dict(batch["features"])
+    feats[name] = fn(feats[name])
+    return {**batch, "features": feats}
+
+
+def test_shapes_loss_and_trainable_split(model: SAM2LOVE, batch: dict) -> None:
+    with torch.no_grad():
+        logits = model(batch).logits
+    assert logits.shape == (B, T, 32, 32) and torch.isfinite(logits).all()
+    assert model.prompt(batch).shape == (B, 1, 256)
+    m = build("train_frames=1")
+    m.train()
+    out = m(batch)
+    assert (out.logits[:, 1:] == 0).all() and (out.logits[:, 0] != 0).any()  # paper: frame 0 only
+    terms = m.loss(out, batch)
+    assert set(terms) == {"total", "bce", "dice"} and terms["total"].requires_grad
+    terms["total"].backward()
+    trainable = {n for n, p in m.named_parameters() if p.requires_grad}
+    assert any(n.startswith("fusion.") for n in trainable) and "fusion.seg_token" in trainable
+    assert any(".sam_mask_decoder." in n for n in trainable)
+    assert any(".sam_prompt_encoder." in n for n in trainable)
+    assert not any(".image_encoder." in n for n in trainable)
+    with_grad = {n for n, p in m.named_parameters() if p.grad is not None}
+    assert with_grad <= trainable and "fusion.seg_token" in with_grad
+    paper_like = build("sam2.train_memory=false")
+    assert not any(p.requires_grad for n, p in paper_like.named_parameters()
+                   if ".memory_attention." in n or ".memory_encoder." in n)
+    assert any(p.requires_grad for n, p in m.named_parameters() if ".memory_attention." in n)
+
+
+def _fusion(**kw) -> FusionTransformer:
+    torch.manual_seed(0)
+    return FusionTransformer(FusionConfig(layers=1, width=16, heads=2, ffn=32, **kw), 4, 0, 6).eval()
+
+
+def test_token_propagation_carries_the_token_from_frame_to_frame() -> None:
+    g = torch.Generator().manual_seed(1)
+    vision, audio = torch.randn(1, 3, 2, 6, generator=g), torch.randn(1, 3, 4, generator=g)
+    changed = vision.clone()
+    changed[:, 0] += 1.0  # only frame 0's vision changes
+    with torch.no_grad():
+        prop = _fusion(accumulation=False)
+        final, outs = prop(vision, audio)
+        final2, outs2 = prop(changed, audio)
+        assert torch.equal(final, outs[-1])
+        # with propagation, frame 2's output depends on frame 0 through the token chain
+        assert (outs[2] - outs2[2]).abs().max() > 1e-5
+        indep = _fusion(accumulation=False, propagation=False)
+        _, o1 = indep(vision, audio)
+        _, o2 = indep(changed, audio)
+        assert torch.equal(o1[2], o2[2]) and not torch.equal(o1[0], o2[0])
+        # the input [seg] of frame 1 is frame 0's output: replaying frame 1 alone from it agrees
+        prop.seg_token.data = outs[0][0].clone()
+        _, replay = prop(vision[:, 1:2], audio)
+        assert torch.allclose(replay[0], outs[1], atol=1e-5)
+
+
+def test_token_accumulation_replays_earlier_cls_tokens() -> None:
+    g = torch.Generator().manual_seed(2)
+    vision, audio = torch.randn(1, 3, 2, 6, generator=g), torch.randn(1, 3, 4, generator=g)
+    cls_changed = vision.clone()
+    cls_changed[:, 0, 0] += 1.0  # frame 0's CLS token
+    patch_changed = vision.clone()
+    patch_changed[:, 0, 1] += 1.0  # a frame-0 patch token
+    with torch.no_grad():
+        acc = _fusion(propagation=False)  # isolate accumulation: frames fused independently
+        _, base = acc(vision, audio)
+        _, cls_out = acc(cls_changed, audio)
+        _, patch_out = acc(patch_changed, audio)
+        # [his] of frame 2 holds frame 0's CLS (not its patches)
+        assert (base[2] - cls_out[2]).abs().max() > 1e-5
+        assert torch.equal(base[2], patch_out[2])
+        last = vision.clone()
+        last[:, 2, 0] += 1.0
+        _, last_out = acc(last, audio)
+        _, base_last = acc(vision, audio)
+        assert torch.equal(base_last[1], last_out[1])  # frame 1 never sees frame 2's CLS
+        off = _fusion(propagation=False, accumulation=False)
+        _, o1 = off(vision, audio)
+        _, o2 = off(cls_changed, audio)
+        assert torch.equal(o1[2], o2[2])  # without accumulation frame 2 cannot see frame 0
+        # paper's indexing: frame 0 has an empty [his] (same output as without accumulation);
+        # his_includes_current=true adds the current frame's CLS to it
+        assert torch.equal(base[0], o1[0])
+        _, current = _fusion(propagation=False, his_includes_current=True)(vision, audio)
+        assert not torch.allclose(current[0], base[0])
+
+
+def test_seg_token_count_gives_k_prompt_tokens(batch: dict) -> None:
+    m = build("fusion.seg_tokens=4").eval()
+    with torch.no_grad():
+        assert m.prompt(batch).shape == (B, 4, 256)
+        assert m(batch).logits.shape == (B, T, 32, 32)
+
+
+def test_inference_propagates_sam2_memory_from_frame_0(model: SAM2LOVE, batch: dict) -> None:
+    """Frame k>0 has no [seg] prompt: it depends on frame 0's prompt through SAM2's memory, and on
+    the frames in between (their memories), not only on its own image."""
+    with torch.no_grad():
+        base = model(batch).logits
+        frames = model.image_features(batch, T)
+        prompt = model.prompt(batch)
+        h, w = model.output_size
+        direct = model.sam.propagate(frames, {0: prompt}, multimask=model.multimask,
+                                     output_size=(h, w), object_score=model.object_score).masks
+        assert torch.allclose(direct, base, atol=1e-5)
+        other = model.sam.propagate(frames, {0: prompt + 1.0}, multimask=model.multimask,
+                                    output_size=(h, w), object_score=model.object_score).masks
+        for k in range(1, T):
+            assert (other[:, k] - base[:, k]).abs().max() > 1e-4, k
+        # change only frame 1's image: frames 2.. change (memory), frame 0 does not
+        cache = {n: v.clone() for n, v in batch["features"]["sam2_image"].items()}
+        for v in cache.values():
+            v[:, 1] = v[:, 1].flip(-1)
+        moved = model({**batch, "features": {**batch["features"], "sam2_image": cache}}).logits
+        assert torch.equal(moved[:, 0], base[:, 0])
+        for k in range(2, T):
+            assert (moved[:, k] - base[:, k]).abs().max() > 1e-4, k
+        # audio and text reach every frame through the frame-0 prompt
+        louder = model(edit(batch, "vggish", lambda a: a + 1.0)).logits
+        assert (louder[:, T - 1] - base[:, T - 1]).abs().max() > 0  # small with random SAM2, never 0
+
+
+def test_modality_switches_drop_feature_requests_and_inputs(batch: dict) -> None:
+    full = build()
+    assert [r.encoder for r in full.feature_requests()] == ["vggish", "distilroberta", "vit", "sam2_image"]
+    def switched_off(kind: str) -> SAM2LOVE:  # the other variant's keys may not be overridden
+        keep = [o for o in SMALL if not o.startswith((f"features.{kind}", f"dims.{kind}"))]
+        return build_run("sam2love", "refavs", *keep, f"{kind}=off").eval()
+
+    no_audio, no_text = switched_off("audio"), switched_off("text")
+    assert [r.encoder for r in no_audio.feature_requests()] == ["distilroberta", "vit", "sam2_image"]
+    assert [r.encoder for r in no_text.feature_requests()] == ["vggish", "vit", "sam2_image"]
+    assert no_audio.fusion.audio_proj is None and no_text.fusion.text_proj is None
+    assert no_audio.modalities() == ("image", "text") and no_text.modalities() == ("audio", "image")
+    without_audio = {**batch, "features": {k: v for k, v in batch["features"].items() if k != "vggish"}}
+    with torch.no_grad():
+        assert no_audio(without_audio).logits.shape == (B, T, 32, 32)  # never reads audio
+        assert torch.equal(no_text(batch).logits,
+                           no_text(edit(batch, "distilroberta", torch.zeros_like)).logits)
+        with pytest.raises(DataError, match="vggish"):
+            full.eval()(without_audio)
+
+
+def test_text_padding_is_masked(model: SAM2LOVE, batch: dict) -> None:
+    def scramble_padding(x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        x[1, 4:] = 100.0  # padded positions of clip b
+        return x
+
+    with torch.no_grad():
+        assert torch.allclose(model.prompt(batch), model.prompt(edit(batch, "distilroberta",
+                                                                      scramble_padding)), atol=1e-5)
+
+
+def test_bad_config_and_missing_weights_fail_in_one_line() -> None:
+    with pytest.raises(ConfigError, match="fusion.width=31 is not divisible"):
+        build("fusion.width=31")
+    with pytest.raises(ConfigError, match="fusion.positional"):
+        build("fusion.positional=rope")
+    from avsbench_kit.runs.run import RunRequest, check_weights, resolve_config
+
+    def missing(*overrides: str) -> str:
+        req = RunRequest.parse(["baseline=sam2love", "config=paper", "dataset=synth-refavs", *overrides])
+        with pytest.raises(ConfigError) as info:
+            check_weights(req, resolve_config(req))
+        return str(info.value)
+
+    msg = missing()
+    assert "\n" not in msg
+    for needed in ("sam2.checkpoint", "vggish", "distilroberta", "vit"):
+        assert needed in msg, msg
+    partial = missing("features.image_overrides=[weights=/w/vit]", "audio=off")
+    assert "sam2.checkpoint" in partial and "distilroberta" in partial
+    assert "(vit" not in partial and "vggish" not in partial  # given, or not read with audio=off
+
+
+def test_synth_expression_kind_is_recovered_from_the_text() -> None:
+    """The per-kind J breakdown in docs/baselines.md reads the kind back from the expression."""
+    from avsbench_kit.data.synth_scenes import _TEMPLATES, expression_kind
+    from avsbench_kit.data.synth_world import CLASSES
+
+    for kind, templates in _TEMPLATES.items():
+        for template in templates:
+            for c in CLASSES:
+                text = template.format(colour=c.colour, shape=c.shape, sound=c.sound_text)
+                assert expression_kind(text) == kind, text
+    assert expression_kind("the dog on the left") is None
