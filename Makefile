@@ -4,7 +4,7 @@ PYTHON  ?= python3
 BIN      = $(VENV)/bin
 STAMP    = $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench goldens clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ demo: install  ## SynthAVS -> features -> train/evaluate the baselines -> leader
 
 test: install  ## the test suite (what CI runs)
 	$(BIN)/python -m pytest tests
+
+goldens: install  ## re-record leaderboards/golden/*.json from the gated runs (run on a clean tree; commit the result)
+	@git diff --quiet HEAD || { echo "goldens record the git SHA: commit or stash your changes first"; exit 1; }
+	AVSKIT_UPDATE_GOLDENS=1 $(BIN)/python -m pytest tests/test_regress_golden.py
 
 bench: install  ## the benchmarks in benchmarks/ (print measured ratios)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -18,8 +18,8 @@ import wave
 from pathlib import Path
 from typing import Iterable, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+from shared_data import SHARED
+
 REAL_REFAVS_METADATA = SHARED / "data" / "refavs" / "metadata.csv"
 REAL_AVSS_METADATA = SHARED / "data" / "avss" / "metadata.csv"
 

@@ -12,6 +12,7 @@ from fake_trees import (
     make_s4_tree,
     png_bytes,
     replace_file,
+    wav_bytes,
     write_csv,
 )
 
@@ -228,13 +229,15 @@ def test_image_size_rejects_damaged_files(tmp_path, fmt, damage):
 def test_media_checker_caches_and_reports(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.png").write_bytes(png_bytes((10, 20)))
-    (tmp_path / "d" / "s.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt ")
+    (tmp_path / "d" / "s.wav").write_bytes(wav_bytes())
+    (tmp_path / "d" / "h.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt ")  # a 16-byte header, no audio
     (tmp_path / "d" / "n.wav").write_bytes(b"ID3\x03junkjunkjunk")
     checker = MediaChecker(tmp_path, (20, 10), "must be 20x10")
     assert checker.image("d/a.png") is None
     assert checker.image("d/a.png", sized=True) == "image is 10x20; must be 20x10"
     assert checker.image("d/missing.png") == "missing" and checker.image("e/x.png") == "missing"
     assert checker.wav("d/s.wav") is None and checker.wav("d/n.wav").startswith("not a WAV file")
+    assert checker.wav("d/h.wav") == "no fmt chunk (a 16-byte header without audio)"
     checked = checker.files_checked
     checker.image("d/a.png")
     assert checker.files_checked == checked  # answered from the cache

@@ -13,6 +13,7 @@ from avsbench_kit.data.avss import build_avss
 from avsbench_kit.data.datasets import DATASETS
 from avsbench_kit.data.prepare import prepare
 from avsbench_kit.errors import DataError
+from shared_data import shared_file
 
 SPEC = DATASETS.get("avss")
 PAPER_COUNTS = {  # official_protocols.md §7 (= the metadata's own counts, checked below)
@@ -87,8 +88,8 @@ def test_label2idx_must_have_71_entries(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not REAL_AVSS_METADATA.is_file(), reason=f"real AVSS metadata not found at {REAL_AVSS_METADATA}")
 def test_real_metadata_counts(tmp_path):
+    shared_file("data/avss/metadata.csv")
     make_avss_tree(tmp_path / "data" / "avs_released", REAL_AVSS_METADATA)
     manifest = prepare("avss", tmp_path / "data", home=tmp_path / "home")
     with open(REAL_AVSS_METADATA, newline="", encoding="utf-8") as f:

@@ -13,13 +13,11 @@ from avsbench_kit.cli.main import main
 from avsbench_kit.data.datasets import DATASETS
 from avsbench_kit.data.prepare import load_manifest
 from avsbench_kit.data.refavs import build_refavs
+from shared_data import shared_file
 
 SPEC = DATASETS.get("refavs")
 OFFICIAL_COUNTS = {"train": 14_113, "val": 1_349, "test_s": 2_288, "test_u": 1_656, "test_n": 1_028}
 
-needs_real = pytest.mark.skipif(
-    not REAL_REFAVS_METADATA.is_file(), reason=f"real Ref-AVS metadata not found at {REAL_REFAVS_METADATA}"
-)
 
 
 def test_one_sample_per_expression(tmp_path):
@@ -88,8 +86,7 @@ def test_malformed_row_keeps_later_keys(tmp_path):
 
 @pytest.fixture(scope="module")
 def real_tree(tmp_path_factory):
-    if not REAL_REFAVS_METADATA.is_file():
-        pytest.skip(f"real Ref-AVS metadata not found at {REAL_REFAVS_METADATA}")
+    shared_file("data/refavs/metadata.csv")
     base = tmp_path_factory.mktemp("refavs_real")
     start = time.perf_counter()
     root = make_refavs_tree(base / "REFAVS", REAL_REFAVS_METADATA)
@@ -97,7 +94,6 @@ def real_tree(tmp_path_factory):
     return base
 
 
-@needs_real
 @pytest.mark.slow
 def test_real_metadata_counts_through_the_cli(real_tree, tmp_path, capsys):
     home = tmp_path / "home"

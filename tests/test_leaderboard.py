@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import statistics
-from pathlib import Path
 
 import pytest
 
@@ -19,21 +18,17 @@ from avsbench_kit.leaderboard.published import (
 from avsbench_kit.leaderboard.render import render
 from avsbench_kit.runs.store import RunStore
 from test_runs_fakes import make_record
+from shared_data import shared_file
 
-REPO = Path(__file__).resolve().parents[1]
-SPEC = REPO.parent / "shared" / "spec" / "published_results.csv"
 
 
 def _spec_rows() -> list[dict]:
-    if not SPEC.is_file():
-        pytest.skip(f"shared spec folder not found at {SPEC} (CI keeps it beside the repo)")
-    with SPEC.open(newline="", encoding="utf-8") as f:
+    with shared_file("spec/published_results.csv").open(newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
 
 def test_published_csv_is_the_converted_spec():
-    _spec_rows()
-    assert default_published_path().read_text("utf-8") == convert_spec(SPEC)
+    assert default_published_path().read_text("utf-8") == convert_spec(shared_file("spec/published_results.csv"))
 
 
 def test_every_spec_row_is_kept_with_its_source_text():

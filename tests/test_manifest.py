@@ -194,3 +194,74 @@ def test_refavs_skip_bad_through_the_cli(tmp_path, capsys):
     excl = pd.read_parquet(home / "prepared" / "refavs" / "exclusions.parquet")
     assert excl.to_dict("records") == [
         {"sample_key": "00000", "path": "gt_mask/aaa_0_10000/fid_0/00007.png", "reason": "missing"}]
+
+
+def _reencode(path: Path, level: int) -> None:
+    """The same pixels through another zlib setting: other bytes, another size."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.load()
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", compress_level=level)
+    replace_file(path, buf.getvalue())
+
+
+def test_reencoding_identical_pixels_keeps_the_fingerprint(s4, tmp_path):
+    """A codec upgrade that re-encodes the same pixels must not invalidate goldens; only
+    --checksum (byte-exact archiving) sees the new bytes."""
+    import numpy as np
+    from PIL import Image
+
+    home = tmp_path / "home"
+    plain, summed = fp(s4, home), fp(s4, home, checksum=True)
+    frames = sorted((s4 / "Single-source/s4_data/visual_frames").rglob("*.png"))[:3]
+    mask = s4 / "Single-source/s4_data/gt_masks/val/dog_barking/c1/c1_3.png"
+    for path in [*frames, mask]:
+        before, pixels = path.read_bytes(), np.asarray(Image.open(path))
+        _reencode(path, 0)
+        assert len(path.read_bytes()) != len(before)
+        np.testing.assert_array_equal(np.asarray(Image.open(path)), pixels)
+    assert fp(s4, home) == plain
+    assert fp(s4, home, checksum=True) != summed
+
+
+def _move_clip(s4: Path, name: str, old: str, new: str) -> None:
+    """Move clip ``name``'s media from ``split/category`` folder ``old`` to ``new``."""
+    tree = s4 / "Single-source/s4_data"
+    for kind, ext in (("visual_frames", ""), ("gt_masks", ""), ("audio_wav", ".wav"), ("audio_log_mel", ".pkl")):
+        (tree / kind / new).mkdir(parents=True, exist_ok=True)
+        shutil.move(tree / kind / old / f"{name}{ext}", tree / kind / new / f"{name}{ext}")
+
+
+@pytest.mark.parametrize("edit", ["category", "split", "row order"])
+def test_a_changed_csv_row_or_split_changes_the_fingerprint(s4, tmp_path, edit):
+    home = tmp_path / "home"
+    base = fp(s4, home)
+    csv_path = s4 / "Single-source" / "s4_meta_data.csv"
+    lines = csv_path.read_text().splitlines(keepends=True)
+    if edit == "category":  # a read column changes (the clip's media moves with it, so it still prepares)
+        _move_clip(s4, "c3", "test/lawn_mowing", "test/dog_barking")
+        lines = [ln.replace("c3,0,lawn_mowing", "c3,0,dog_barking") for ln in lines]
+    elif edit == "split":  # a test clip becomes a val clip
+        _move_clip(s4, "c3", "test/lawn_mowing", "val/lawn_mowing")
+        lines = [ln.replace("c3,0,lawn_mowing,test", "c3,0,lawn_mowing,val") for ln in lines]
+    else:  # the same rows in another order: the official row index changes
+        lines = [lines[0], *reversed(lines[1:])]
+    assert "".join(lines) != csv_path.read_text()
+    csv_path.write_text("".join(lines))
+    assert fp(s4, home) != base
+
+
+def test_edited_parquet_is_refused_at_load(s4, tmp_path):
+    home = tmp_path / "home"
+    manifest = prepare("avsbench-s4", s4, home=home)
+    path = home / "prepared" / "avsbench-s4" / "manifest.parquet"
+    if not path.is_file():  # wherever the data home keeps it
+        path = next(home.rglob("manifest.parquet"))
+    df = pd.read_parquet(path)
+    df.loc[0, "category"] = "edited"
+    df.to_parquet(path, index=False)
+    with pytest.raises(DataError, match="does not match the fingerprint in manifest.json") as err:
+        load_manifest("avsbench-s4", home=home)
+    assert "manifest.parquet" in err.value.message and manifest.fingerprint

@@ -10,9 +10,8 @@ from PIL import Image
 
 from avsbench_kit.data.masks import AVSS_PALETTE, avss_palette, decode_gt, decode_gt_bytes, sample_gt
 from avsbench_kit.errors import DataError
+from shared_data import shared_file
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CONSTANTS = SHARED / "spec" / "protocol_constants.npz"
 
 
 def _png(path: Path, arr: np.ndarray, mode: str | None = None) -> Path:
@@ -32,9 +31,7 @@ def _grey_ramp(h: int = 40, w: int = 48) -> np.ndarray:
 
 # ---- palette ----------------------------------------------------------------------------------
 def test_palette_equals_spec_constants():
-    if not CONSTANTS.is_file():
-        pytest.skip(f"spec constants not found at {CONSTANTS} (shared folder absent)")
-    spec = np.load(CONSTANTS)["avss_palette_u8"]
+    spec = np.load(shared_file("spec/protocol_constants.npz"))["avss_palette_u8"]
     assert spec.dtype == np.uint8
     np.testing.assert_array_equal(avss_palette(), spec)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -12,8 +10,8 @@ from avsbench_kit.metrics import constants as C
 from avsbench_kit.metrics import functional as Fn
 
 from official_reference import official_sigmoid, official_thresholds
+from shared_data import shared_file
 
-SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "spec" / "protocol_constants.npz"
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -33,9 +31,7 @@ def ulp_window(value: float, n: int) -> torch.Tensor:
 
 
 def test_tables_match_spec_file() -> None:
-    if not SPEC.exists():
-        pytest.skip(f"shared spec folder not found at {SPEC.parent}")
-    d = np.load(SPEC)
+    d = np.load(shared_file("spec/protocol_constants.npz"))
     assert np.array_equal(C.thresholds().numpy(), d["fmeasure_thresholds_f32"])
     assert np.array_equal(C.logit_boundaries().numpy(), d["fmeasure_logit_ge_boundary_f32"])
     assert C.AVSS_NUM_CLASSES == d["avss_palette_u8"].shape[0]

@@ -107,3 +107,23 @@ def test_bad_golden_and_bad_arguments(tmp_path, capsys):
     assert "not a golden file" in capsys.readouterr().err
     assert main(["regress", "--golden", str(tmp_path / "none.json"), rec.run_id, "--home", str(tmp_path)]) == 3
     assert main(["regress", "--golden", str(golden), "--home", str(tmp_path)]) == 2  # neither id nor --latest
+
+
+def test_strict_fails_in_either_direction(tmp_path, capsys):
+    _, rec, golden = _setup(tmp_path)
+    tol = load_golden(golden)["metrics"]["test/avsbench-v1/mIoU"]["tolerance"]
+    args = ["regress", "--golden", str(golden), rec.run_id, "--home", str(tmp_path)]
+    assert main(args + ["--strict"]) == 0  # identical
+    for delta in (+2 * tol, -2 * tol):  # golden above the run (run worse), then below (run inflated)
+        _perturb(golden, "test/avsbench-v1/mIoU", delta)
+        assert main(args + ["--strict"]) == 1
+        err = capsys.readouterr().err
+        assert "differ from golden" in err and "test/avsbench-v1/mIoU" in err
+        _perturb(golden, "test/avsbench-v1/mIoU", -delta)
+    _perturb(golden, "test/avsbench-v1/mIoU", -2 * tol)
+    assert main(args) == 0  # without --strict an improvement passes (users' default)
+    _perturb(golden, "test/avsbench-v1/mIoU", +1.5 * tol)  # within tolerance: strict passes
+    assert main(args + ["--strict"]) == 0
+    # lower-is-better metrics too: a lower S than the golden fails under --strict
+    _perturb(golden, "test_n/refavs-v1/S", +2 * tol)
+    assert main(args) == 0 and main(args + ["--strict"]) == 1

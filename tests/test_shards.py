@@ -219,10 +219,7 @@ def test_decoded_masks_survive_the_round_trip_for_every_task(tmp_path):
 # ---- with the official-layout builders ------------------------------------------------------------
 @pytest.mark.parametrize("name", ["avsbench-s4", "avsbench-ms3", "refavs", "avss"])
 def test_builder_manifests_load_and_round_trip_through_shards(tmp_path, name):
-    try:
-        import fake_trees
-    except ImportError:
-        pytest.skip("tests/fake_trees.py (official-layout fake trees) not available")
+    import fake_trees
     from avsbench_kit.data.prepare import prepare
 
     make = {"avsbench-s4": fake_trees.make_s4_tree, "avsbench-ms3": fake_trees.make_ms3_tree,
@@ -254,10 +251,7 @@ _TINY_SYNTH = [f"{t}.clips.{s}=4" for t in ("s4", "ms3") for s in ("train", "val
 
 @pytest.fixture(scope="module")
 def synth_tree(tmp_path_factory):
-    try:
-        from avsbench_kit.data.synth import generate
-    except ImportError:
-        pytest.skip("avsbench_kit.data.synth (SynthAVS generator) not available")
+    from avsbench_kit.data.synth import generate
     out = tmp_path_factory.mktemp("synth") / "tree"
     generate(out, seed=0, size="small", overrides=_TINY_SYNTH, progress=False)
     return out

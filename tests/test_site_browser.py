@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from shared_data import in_ci as _in_ci
 from site_home import built_site, site_home  # noqa: F401 (session fixtures shared with test_site)
 
 pytestmark = pytest.mark.slow
@@ -25,10 +26,6 @@ CHROMIUM = os.environ.get("AVSKIT_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "site"
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _missing(what: str) -> None:

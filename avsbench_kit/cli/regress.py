@@ -23,10 +23,15 @@ def regress_command(
     update: bool = typer.Option(False, "--update", help="Write the run's metrics into the golden (keeps tolerances)."),
     ignore_provenance: bool = typer.Option(False, "--ignore-provenance",
                                            help="Compare even if dataset/config/feature fingerprints differ."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on any difference beyond tolerance in either "
+                                "direction (CI: an inflated metric is a bug until the golden is updated)."),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", min=0.0,
+                                              help="With --update: the absolute tolerance of every metric "
+                                              "(default: keep the golden's; 0.02 for new metrics)."),
     home: Optional[Path] = HomeOption,
 ) -> None:
     """Compare a run with a golden: worse beyond tolerance fails (exit 1); better beyond tolerance
-    passes and asks for `--update`; a golden made from other data/config is refused."""
+    passes and asks for `--update` (fails with `--strict`); a golden made from other data/config is refused."""
     from rich.table import Table
 
     from avsbench_kit.errors import ConfigError
@@ -50,14 +55,14 @@ def regress_command(
         raise ConfigError(f"run {record.run_id} is {record.status}, not complete", hint="gate only complete runs")
 
     if golden is not None:
-        result = compare(golden, record, ignore_provenance=ignore_provenance)
+        result = compare(golden, record, ignore_provenance=ignore_provenance, strict=strict)
         table = Table(title=f"{record.run_id} vs {golden_path}", title_justify="left")
         for col in ("metric", "golden", "run", "delta", "tolerance", "better", "status"):
             table.add_column(col, justify="left" if col in ("metric", "status", "better") else "right")
         for d in result.diffs:
             table.add_row(
-                d.key, "" if d.golden is None else f"{d.golden:.4f}", "" if d.actual is None else f"{d.actual:.4f}",
-                "" if d.delta is None else f"{d.delta:+.4f}", f"{d.tolerance:.4f}", d.direction,
+                d.key, "" if d.golden is None else f"{d.golden:.6f}", "" if d.actual is None else f"{d.actual:.6f}",
+                "" if d.delta is None else f"{d.delta:+.2e}", f"{d.tolerance:.1e}", d.direction,
                 f"[{_STYLE[d.status]}]{d.status}[/]",
             )
         console.print(table)
@@ -68,7 +73,7 @@ def regress_command(
             console.print(f"[red]provenance differs:[/] {key}: golden {made.get(key)!r:.80} vs run "
                           f"{getattr(record, key)!r:.80}", highlight=False)
     if update:
-        save_golden(golden_path, golden_from_record(record, golden, name=golden_path.stem))
+        save_golden(golden_path, golden_from_record(record, golden, name=golden_path.stem, tolerance=tolerance))
         console.print(f"[green]golden {golden_path} updated from run {record.run_id}[/]")
         return
     assert golden is not None
@@ -80,10 +85,11 @@ def regress_command(
                  "(or --ignore-provenance to compare anyway)",
         )
     if result.regressed:
-        names = ", ".join(d.key for d in result.regressed)
+        names = ", ".join(f"{d.key} ({d.status})" for d in result.regressed)
+        what = "differ from" if strict else "worse than"
         raise RegressionError(
-            f"FAIL: {len(result.regressed)} metric(s) worse than golden {golden_path} beyond tolerance or missing: {names}",
-            hint="find the change that lowered them; if the drop is intended, update the golden with --update",
+            f"FAIL: {len(result.regressed)} metric(s) {what} golden {golden_path} beyond tolerance or missing: {names}",
+            hint="find the change that moved them; if the change is intended, update the golden with --update",
         )
     if result.improved:
         console.print(f"[yellow]PASS, improved[/]: {len(result.improved)} metric(s) better than the golden beyond "

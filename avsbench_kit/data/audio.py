@@ -1,7 +1,8 @@
 """Audio I/O: WAV reading (soundfile), mono mixing, resampling (soxr), AVSBench log-mel pickles.
 
 Corrupt or truncated files raise :class:`DataError` naming the file. libsndfile silently reads
-a truncated WAV as a shorter one, so the RIFF chunk sizes are checked against the bytes present.
+a truncated WAV as a shorter one, so the RIFF header is parsed and checked (:func:`wav_header`);
+``prepare`` runs the same check on every WAV (``data/layout.py: check_wav``).
 
 About the ``audio_log_mel/*.pkl`` files: they are plain ``pickle.dump`` s of torch tensors, and
 unpickling can run arbitrary code. We (1) only load them from inside the dataset root (the
@@ -15,8 +16,9 @@ from __future__ import annotations
 import io
 import pickle
 import struct
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -40,36 +42,102 @@ def _read_bytes(path: str | Path, what: str) -> bytes:
         ) from exc
 
 
-def check_riff(data: bytes, source: str) -> None:
-    """Raise if a RIFF/WAVE file's chunks claim more bytes than the file holds (truncation).
+class BadWav(ValueError):
+    """A WAV header that no loader can use; the message is the reason shown to the user."""
 
-    Streaming writers may leave size fields at 0 or 0xFFFFFFFF; those are not checked.
-    Non-RIFF files (e.g. FLAC) are left to libsndfile.
+
+#: WAVE format tags the loaders decode, with the sample widths (bits) each allows
+_WIDTHS = {1: (8, 16, 24, 32), 3: (32, 64), 6: (8,), 7: (8,)}  # PCM, IEEE float, A-law, mu-law
+_TAG_NAMES = {1: "PCM", 3: "float", 6: "A-law", 7: "mu-law"}
+_UNKNOWN = (0, 0xFFFFFFFF)  # size fields streaming writers leave unset
+
+
+@dataclass(frozen=True)
+class WavHeader:
+    channels: int
+    rate: int
+    bits: int
+    encoding: str
+    frames: int
+
+
+def wav_header(read: Callable[[int, int], bytes], size: int) -> WavHeader:
+    """Parse and check a RIFF/RF64 WAVE header through ``read(pos, n)`` on a file of ``size`` bytes.
+
+    Why a parser of our own: libsndfile reads a truncated file as a shorter one and a header-only
+    file as zero samples, so a broken WAV would pass ``prepare`` and fail (or silently train on
+    silence) much later. Refused: no ``fmt ``/``data`` chunk, chunks that claim more bytes than the
+    file holds, zero channels/rate/frames, an encoding or sample width the loaders cannot decode,
+    and a block size that disagrees with channels x sample width. Unset sizes (0 or 0xFFFFFFFF, as
+    streaming writers leave them) mean "up to the end of the file".
     """
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+    head = read(0, 12)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64", b"BW64") or head[8:12] != b"WAVE":
+        raise BadWav(f"not a WAV file (starts with {head[:8]!r})")
+    riff_size = struct.unpack_from("<I", head, 4)[0]
+    if head[:4] == b"RIFF" and riff_size not in _UNKNOWN and riff_size + 8 > size:
+        raise BadWav(f"truncated: the RIFF header announces {riff_size + 8} bytes, the file has {size}")
+    pos, fmt, ds64_data = 12, None, None
+    while pos + 8 <= size:
+        chunk = read(pos, 8)
+        if len(chunk) < 8:
+            break
+        cid, csize = chunk[:4], struct.unpack_from("<I", chunk, 4)[0]
+        body = pos + 8
+        if cid == b"ds64":
+            ds64_data = struct.unpack_from("<Q", read(body, 16).ljust(16, b"\0"), 8)[0]
+        elif cid == b"fmt ":
+            if csize < 16 or body + 16 > size:
+                raise BadWav(f"fmt chunk is {min(csize, size - body)} bytes, at least 16 are needed")
+            fmt = _parse_fmt(read(body, min(csize, 40)))
+        elif cid == b"data":
+            if fmt is None:
+                raise BadWav("data chunk before any fmt chunk")
+            channels, rate, bits, tag = fmt
+            present = size - body
+            if csize == 0xFFFFFFFF and ds64_data is not None:
+                csize = ds64_data
+            if csize in _UNKNOWN:
+                csize = present
+            elif csize > present:
+                raise BadWav(f"truncated: the data chunk announces {csize} bytes, {present} are present")
+            frames = csize // (channels * bits // 8)
+            if frames == 0:
+                raise BadWav("no audio frames (the data chunk is empty)")
+            return WavHeader(channels, rate, bits, _TAG_NAMES[tag], frames)
+        if csize == 0xFFFFFFFF:  # an unset size on a chunk other than data: nothing after it can be found
+            break
+        pos = body + csize + (csize & 1)
+    if fmt is None:
+        raise BadWav(f"no fmt chunk (a {size}-byte header without audio)")
+    raise BadWav("no data chunk")
+
+
+def _parse_fmt(body: bytes) -> tuple[int, int, int, int]:
+    tag, channels, rate, _, block, bits = struct.unpack_from("<HHIIHH", body, 0)
+    if tag == 0xFFFE and len(body) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the real tag opens the sub-format GUID
+        tag = struct.unpack_from("<H", body, 24)[0]
+    if tag not in _WIDTHS:
+        raise BadWav(f"unsupported encoding (format tag {tag:#06x}); the loaders read PCM, float, A-law, mu-law")
+    if channels == 0 or rate == 0:
+        raise BadWav(f"{channels} channel(s) at {rate} Hz")
+    if bits not in _WIDTHS[tag]:
+        allowed = "/".join(map(str, _WIDTHS[tag]))
+        raise BadWav(f"{bits}-bit {_TAG_NAMES[tag]} samples; {_TAG_NAMES[tag]} WAVs hold {allowed}-bit samples")
+    if block != channels * bits // 8:
+        raise BadWav(f"block size {block} bytes does not match {channels} channel(s) x {bits // 8} byte(s)")
+    return channels, rate, bits, tag
+
+
+def check_riff(data: bytes, source: str) -> None:
+    """Raise :class:`DataError` if WAV bytes have a header the loaders cannot use (see
+    :func:`wav_header`). Non-RIFF files (e.g. FLAC) are left to libsndfile."""
+    if data[:4] not in (b"RIFF", b"RF64", b"BW64"):
         return
-    riff_size = struct.unpack_from("<I", data, 4)[0]
-    if riff_size not in (0, 0xFFFFFFFF) and riff_size + 8 > len(data):
-        raise DataError(
-            f"truncated WAV {source}: the RIFF header announces {riff_size + 8} bytes, the file has {len(data)}",
-            hint=_CORRUPT_HINT,
-        )
-    pos, seen_data = 12, False
-    while pos + 8 <= len(data):
-        chunk_id = data[pos : pos + 4]
-        size = struct.unpack_from("<I", data, pos + 4)[0]
-        if chunk_id == b"data":
-            seen_data = True
-            if size not in (0, 0xFFFFFFFF) and pos + 8 + size > len(data):
-                raise DataError(
-                    f"truncated WAV {source}: the data chunk announces {size} bytes, "
-                    f"{len(data) - pos - 8} are present",
-                    hint=_CORRUPT_HINT,
-                )
-            return
-        pos += 8 + size + (size & 1)
-    if not seen_data:
-        raise DataError(f"WAV {source} has no data chunk", hint=_CORRUPT_HINT)
+    try:
+        wav_header(lambda pos, n: data[pos : pos + n], len(data))
+    except BadWav as exc:
+        raise DataError(f"bad WAV {source}: {exc}", hint=_CORRUPT_HINT) from None
 
 
 def read_wav_bytes(data: bytes, source: str = "<bytes>") -> tuple[np.ndarray, int]:

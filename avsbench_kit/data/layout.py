@@ -260,16 +260,25 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 
 def check_wav(path: str | Path) -> None:
-    """Raise :class:`HeaderError` unless ``path`` starts like a RIFF/RF64 WAVE file."""
+    """Raise :class:`HeaderError` unless ``path`` is a WAV file the loaders can decode: the header
+    is parsed, not just sniffed (a header-only, empty, truncated or odd-width WAV is refused)."""
+    from avsbench_kit.data.audio import BadWav, wav_header
+
     try:
-        with open(path, "rb") as f:
-            head = f.read(12)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     except OSError as exc:
         raise HeaderError(f"unreadable ({exc.strerror or exc})") from None
-    if not head:
-        raise HeaderError("empty file")
-    if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64", b"BW64") or head[8:12] != b"WAVE":
-        raise HeaderError(f"not a WAV file (starts with {head[:8]!r})")
+    try:
+        win = _Window(fd, os.fstat(fd).st_size)
+        if win.size == 0:
+            raise HeaderError("empty file")
+        wav_header(win.read, win.size)
+    except BadWav as exc:
+        raise HeaderError(str(exc)) from None
+    except OSError as exc:
+        raise HeaderError(f"unreadable ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
 
 
 # ---- the per-file checker the builders share ---------------------------------------------------

@@ -1,10 +1,16 @@
 """The manifest: one row per evaluation sample, every path relative to the dataset root.
 
 AVSBench (S4/MS3/AVSS) samples are clips; Ref-AVS samples are expressions (metadata rows).
-The fingerprint hashes the canonical row content plus a listing (relative path, size) of the
-media tree, so it is independent of the machine and of the absolute root, but changes when a
-file is added, removed or resized, or when the metadata changes. With ``checksum=True`` the
-per-file sha256 of every referenced file is part of the rows, so editing pixels changes it too.
+The fingerprint hashes the canonical row content, the sha256 of each metadata file and the
+relative paths of every media file, so it is independent of the machine and of the absolute
+root, but changes when a file is added or removed, a CSV row or split changes, or the rows do.
+
+Encoded file sizes are deliberately *not* part of it: re-encoding identical pixels (another
+zlib level or PNG encoder version, e.g. after an OpenCV upgrade regenerates SynthAVS) changes
+every size and would make the regression gate refuse its goldens although the data a model sees
+is the same. Decoded content is what matters, and only ``checksum=True`` looks at content: the
+per-file sha256 of every referenced file is then part of the rows, so any byte edit (pixels,
+samples, or a re-encode) changes the fingerprint — the strict mode for archiving a release.
 """
 
 from __future__ import annotations
@@ -93,13 +99,14 @@ def referenced_files(row: dict[str, Any]) -> list[str]:
     return files
 
 
-def tree_listing(root: Path, subdirs: Iterable[str], suffixes: tuple[str, ...]) -> list[tuple[str, int]]:
-    """Sorted (relative path, size) of every media file below ``root/subdir``.
+def tree_listing(root: Path, subdirs: Iterable[str], suffixes: tuple[str, ...]) -> list[str]:
+    """Sorted relative paths of every media file below ``root/subdir`` (no sizes: see the module
+    docstring).
 
     Plain ``os.scandir`` on strings: a real release has ~10^5 files and Path objects per file
     cost more than the listing itself.
     """
-    listing: list[tuple[str, int]] = []
+    listing: list[str] = []
     stack = [(os.path.join(root, sub), sub) for sub in subdirs]
     while stack:
         full_dir, rel_dir = stack.pop()
@@ -112,7 +119,7 @@ def tree_listing(root: Path, subdirs: Iterable[str], suffixes: tuple[str, ...]) 
             if entry.is_dir(follow_symlinks=True):
                 stack.append((entry.path, rel))
             elif entry.name.lower().endswith(suffixes):
-                listing.append((rel, entry.stat().st_size))
+                listing.append(rel)
     listing.sort()
     return listing
 

@@ -394,8 +394,9 @@ _offsets: dict[tuple[int, int], torch.Tensor] = {}
 
 
 def _frame_offsets(m: int, p: int, width: int) -> torch.Tensor:
-    """int32 ``[m*p]``: ``width * frame`` for every pixel of m frames (cached)."""
-    key = (m * p, width)
+    """int32 ``[m*p]``: ``width * frame`` for every pixel of m frames (cached by (m, p, width): a
+    key of m*p alone served 4 frames of 54 pixels for 9 frames of 24, found by a property test)."""
+    key = (m, p, width)
     if key not in _offsets:
         if len(_offsets) > 16:
             _offsets.clear()

@@ -4,7 +4,8 @@ A golden file (``leaderboards/golden/NAME.json``) holds, per flat metric key
 (``split/protocol/metric``), the value, an absolute tolerance and a direction (``higher`` or
 ``lower`` is better), plus how it was produced (run id, config, fingerprints, toolkit version, git
 SHA, date). Worse beyond tolerance fails; better beyond tolerance passes but asks for the golden to
-be refreshed (``--update``), so the gate keeps guarding the new level.
+be refreshed (``--update``), so the gate keeps guarding the new level. With ``strict`` (CI) a
+difference beyond tolerance in *either* direction fails: a bug that inflates a score must not land.
 """
 
 from __future__ import annotations
@@ -60,10 +61,12 @@ class RegressResult:
     diffs: list[MetricDiff] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)  # provenance fields that differ
     ignore_provenance: bool = False
+    strict: bool = False  # an improvement beyond tolerance fails too
 
     @property
     def regressed(self) -> list[MetricDiff]:
-        return [d for d in self.diffs if d.status in (REGRESSED, MISSING)]
+        failing = (REGRESSED, MISSING, IMPROVED) if self.strict else (REGRESSED, MISSING)
+        return [d for d in self.diffs if d.status in failing]
 
     @property
     def improved(self) -> list[MetricDiff]:
@@ -113,10 +116,11 @@ def load_golden(path: str | Path) -> dict[str, Any]:
     return golden
 
 
-def compare(golden: dict[str, Any], record: RunRecord, *, ignore_provenance: bool = False) -> RegressResult:
+def compare(golden: dict[str, Any], record: RunRecord, *, ignore_provenance: bool = False,
+            strict: bool = False) -> RegressResult:
     """Diff every golden metric against the run (and list the run's metrics the golden lacks)."""
     actual = record.flat_metrics()
-    result = RegressResult(record.run_id, ignore_provenance=ignore_provenance)
+    result = RegressResult(record.run_id, ignore_provenance=ignore_provenance, strict=strict)
     for key, spec in sorted(golden["metrics"].items()):
         value, tol = float(spec["value"]), float(spec["tolerance"])
         direction = spec.get("direction", direction_for(key))
@@ -138,15 +142,17 @@ def compare(golden: dict[str, Any], record: RunRecord, *, ignore_provenance: boo
 
 
 def golden_from_record(record: RunRecord, previous: dict[str, Any] | None = None, *,
-                       name: str = "", default_tolerance: float = DEFAULT_TOLERANCE) -> dict[str, Any]:
-    """A golden made from a run; tolerances and directions of an existing golden are kept."""
+                       name: str = "", default_tolerance: float = DEFAULT_TOLERANCE,
+                       tolerance: float | None = None) -> dict[str, Any]:
+    """A golden made from a run; tolerances and directions of an existing golden are kept
+    (``tolerance`` given: every metric gets it)."""
     old = (previous or {}).get("metrics", {})
     metrics = {}
     for key, value in record.flat_metrics().items():
         spec = old.get(key, {})
         metrics[key] = {
             "value": value,
-            "tolerance": float(spec.get("tolerance", default_tolerance)),
+            "tolerance": float(tolerance if tolerance is not None else spec.get("tolerance", default_tolerance)),
             "direction": spec.get("direction", direction_for(key)),
         }
     return {
