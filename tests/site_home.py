@@ -49,11 +49,13 @@ def write_fakes(home: Path) -> list[str]:
 
     path = store.path(ids[0], "record.json")
     raw = json.loads(path.read_text())
-    raw["probes"] = {
-        "audio-silent": {"version": "1", "seed": 0,
-                         "test": {"avsbench-v1": {"J": 0.41, "FPR": 0.12, "F": 0.5}}},
-        "audio-shuffled": {"version": "1", "seed": 0, "test": {"avsbench-v1": {"J": 0.52, "FPR": 0.05}}},
-    }
+    raw["probes"] = [  # the shape avsbench_kit.probes.record.entry writes
+        {"probe": "audio-silent", "version": "1", "params": {}, "seed": 0, "split": "test", "negative": True,
+         "drop": {"value": 0.3, "ci": [0.2, 0.4], "J_clean": 0.5, "J_probe": 0.35}, "fpr": 0.12,
+         "combined": {"name": "hJ", "version": "1", "value": 0.64, "J_positive": 0.5}},
+        {"probe": "audio-shuffled", "version": "1", "params": {}, "seed": 0, "split": "test", "negative": False,
+         "drop": {"value": 0.2, "ci": [0.1, 0.3], "J_clean": 0.5, "J_probe": 0.4}},
+    ]
     path.write_text(json.dumps(raw))
     return ids
 

@@ -133,6 +133,10 @@ def probe_results(raw: dict[str, Any]) -> list[ProbeResult]:
     for name, entry in entries:
         meta = {"name", "probe", "version", "seed"}
         values = dict(_flatten({k: v for k, v in entry.items() if k not in meta}))
+        if "fpr" in entry and isinstance(entry.get("combined"), dict):  # an `avskit probe` negative entry
+            split = str(entry.get("split", "test"))
+            values[f"{split}/J"] = float(entry["combined"]["J_positive"])
+            values[f"{split}/FPR"] = float(entry["fpr"])
         out.append(ProbeResult(name, str(entry.get("version", "")), str(entry.get("seed", "")), values))
     return out
 

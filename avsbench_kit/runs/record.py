@@ -77,7 +77,6 @@ class RunRecord:
     training: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)  # Baseline.describe(): backbone, checkpoints, counts
     init_from: dict[str, Any] = field(default_factory=dict)  # warm start: source run id, config hash, fingerprint
-    probes: dict[str, Any] = field(default_factory=dict)  # avskit probe results, by probe name
     hardware: dict[str, Any] = field(default_factory=dict)
     toolkit_version: str = ""
     git_sha: str = ""
