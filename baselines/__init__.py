@@ -38,7 +38,7 @@ def register(registry) -> None:
         description="CLAP⊙CLIP -> pseudo text tokens -> frozen text encoder -> SAM2 prompt"))
     registry.add_spec(BaselineSpec(
         name="probe-clip-only", target="baselines.av2t.model:AV2TSAM", tasks=("s4", "ms3"), modalities=("image",),
-        paper=_AV2T_PAPER + " — vision-only ablation (Tab. 2)", presets=("cpu-small", "paper"), config_dir="av2t",
+        paper=_AV2T_PAPER + " — vision-only ablation (Tab. 2)", presets=("cpu-small", "paper", "paper-noadapter"), config_dir="av2t",
         preset_overrides=("prompt_feature=clip",), tiny=_AV2T_TINY,
         description="AV2T-SAM prompted by CLIP image features only: no audio at all"))
     registry.add_spec(BaselineSpec(

@@ -483,6 +483,7 @@ def execute(req: RunRequest, home: str | Path | None = None, *, progress: bool =
                                     "view": select_view, "best_epoch": result.best_epoch,
                                     "best_value": result.best_value}
         if not dist.main:
+            _leave(dist)  # rank 0 alone predicts and writes; a clean exit avoids gloo/NCCL aborts
             return None
         model.to(device)
         if trainer is not None:
@@ -508,6 +509,8 @@ def execute(req: RunRequest, home: str | Path | None = None, *, progress: bool =
     finally:
         if record is not None and dist.main:
             store.path(record.run_id, LOCK).unlink(missing_ok=True)
+        if dist.main:
+            _leave(dist)
 
 
 def _augmenter(cfg: dict[str, Any], requests: list, seed: int):
@@ -599,6 +602,15 @@ def _record_score(record, split: str, scored):
     for protocol, values in scored.metrics.items():
         record.set_metrics(split, protocol, values, scored.versions.get(protocol, ""))
     return scored.samples
+
+
+def _leave(dist) -> None:
+    """Leave the process group cleanly (exiting with it alive can abort in the backend's threads)."""
+    if dist.active:
+        import torch.distributed as tdist
+
+        if tdist.is_initialized():
+            tdist.destroy_process_group()
 
 
 def _barrier(dist) -> None:
