@@ -15,6 +15,8 @@ _AV2T_PAPER = "AV2T-SAM: Audio Visual Segmentation Through Text Embeddings (K. L
 _AV2T_TINY = ("image_size=64", "output_size=32", "text_encoder.kind=transformer",
               "text_encoder.transformer.hidden=32", "text_encoder.transformer.layers=1",
               "text_encoder.transformer.heads=2", "fused_dim=32")
+#: the packaged AV2T-SAM presets (the probe entry shares them)
+_AV2T_PRESETS = ("cpu-small", "paper", "paper-noadapter", "paper-sam1", "paper-sam1-noadapter")
 _STBAVA_PAPER = ("ST-BAVA: Extending Segment Anything Model into Auditory and Temporal Dimensions for "
                  "Audio-Visual Segmentation (Seon et al., ICIP 2024; code Sunjuhyeong/SAM_STBAVA)")
 _REFERENCE = ("s4", "ms3", "refavs", "avss")
@@ -34,11 +36,11 @@ def register(registry) -> None:
     """Add this package's baselines to the toolkit's baseline registry."""
     registry.add_spec(BaselineSpec(
         name="av2t", target="baselines.av2t.model:AV2TSAM", tasks=("s4", "ms3"), modalities=("audio", "image"),
-        paper=_AV2T_PAPER, presets=("cpu-small", "paper", "paper-noadapter"), config_dir="av2t", tiny=_AV2T_TINY,
-        description="CLAP⊙CLIP -> pseudo text tokens -> frozen text encoder -> SAM2 prompt"))
+        paper=_AV2T_PAPER, presets=_AV2T_PRESETS, config_dir="av2t", tiny=_AV2T_TINY,
+        description="CLAP⊙CLIP -> pseudo text tokens -> frozen text encoder -> SAM2 (or SAM) prompt"))
     registry.add_spec(BaselineSpec(
         name="probe-clip-only", target="baselines.av2t.model:AV2TSAM", tasks=("s4", "ms3"), modalities=("image",),
-        paper=_AV2T_PAPER + " — vision-only ablation (Tab. 2)", presets=("cpu-small", "paper", "paper-noadapter"), config_dir="av2t",
+        paper=_AV2T_PAPER + " — vision-only ablation (Tab. 2)", presets=_AV2T_PRESETS, config_dir="av2t",
         preset_overrides=("prompt_feature=clip",), tiny=_AV2T_TINY,
         description="AV2T-SAM prompted by CLIP image features only: no audio at all"))
     registry.add_spec(BaselineSpec(

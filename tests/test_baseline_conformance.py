@@ -40,6 +40,14 @@ VARIANTS = {
                             "sam2.config=sam2.1_hiera_t") + _BEIT3_TINY[1:]),
     "av2t-paper-noadapter": ("av2t", ("config=paper-noadapter", "require_weights=false", "image_size=64",
                                       "sam2.config=sam2.1_hiera_t") + _BEIT3_TINY[1:]),
+    # the SAM1 (EVF-SAM) path: a random 4-block SAM ViT from config, on frames
+    "av2t-sam1": ("av2t", ("sam.backbone=sam1",)),
+    "av2t-sam1-adapters": ("av2t", ("sam.backbone=sam1", "adapters=true")),
+    "av2t-sam1-beit3": ("av2t", ("sam.backbone=sam1",) + _BEIT3_TINY),
+    "av2t-paper-sam1": ("av2t", ("config=paper-sam1", "require_weights=false", "image_size=64",
+                                 "sam1.size=small") + _BEIT3_TINY[1:]),
+    "av2t-paper-sam1-noadapter": ("av2t", ("config=paper-sam1-noadapter", "require_weights=false",
+                                           "image_size=64", "sam1.size=small") + _BEIT3_TINY[1:]),
 }
 
 

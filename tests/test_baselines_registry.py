@@ -31,7 +31,8 @@ def test_registry_resolves_av2t_and_the_probe() -> None:
     for name in ("av2t", "probe-clip-only"):
         spec = BASELINES.spec(name)
         assert spec.tasks == ("s4", "ms3") and spec.paper
-        assert list(spec.presets) == preset_names(name) == ["cpu-small", "paper", "paper-noadapter"]
+        assert list(spec.presets) == preset_names(name) == ["cpu-small", "paper", "paper-noadapter",
+                                                                "paper-sam1", "paper-sam1-noadapter"]
     with pytest.raises(RegistryError, match="unknown baseline"):
         BASELINES.get("av2t-sam")
 

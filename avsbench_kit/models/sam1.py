@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avsbench_kit.errors import ConfigError, DataError
+from avsbench_kit.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, register_pixel_stats, resize_normalise
 
 #: the ViT variants of the SAM release (embed dim, depth, heads, global-attention blocks)
 SAM1_VARIANTS: dict[str, dict[str, Any]] = {
@@ -36,9 +37,6 @@ SIZES = ("full", "small")
 NATIVE_SIZE = 1024  # the released checkpoints' input size (absolute position embedding grid 64x64)
 PATCH = 16
 PROMPT_DIM = 256
-#: SAM's normalisation (ImageNet statistics; the package states them on the 0-255 scale)
-PIXEL_MEAN = (0.485, 0.456, 0.406)
-PIXEL_STD = (0.229, 0.224, 0.225)
 
 
 def check_image_size(image_size: Any, key: str = "image_size") -> int:
@@ -92,11 +90,11 @@ def build_sam(variant: str, size: str, image_size: int) -> nn.Module:
         mask_decoder=MaskDecoder(
             num_multimask_outputs=3, transformer_dim=PROMPT_DIM, iou_head_depth=3, iou_head_hidden_dim=256,
             transformer=TwoWayTransformer(depth=2, embedding_dim=PROMPT_DIM, mlp_dim=2048, num_heads=8)),
-        pixel_mean=[255 * m for m in PIXEL_MEAN], pixel_std=[255 * s for s in PIXEL_STD])
+        pixel_mean=[255 * m for m in IMAGENET_MEAN], pixel_std=[255 * s for s in IMAGENET_STD])
 
 
-def _load_state(model: nn.Module, path: Path, variant: str) -> None:
-    """Load a SAM ``.pth``; a corrupt file or another variant's checkpoint is a one-line error."""
+def read_state(path: Path) -> Mapping[str, torch.Tensor]:
+    """The state dict of a SAM ``.pth``; a corrupt file is a one-line error."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -106,11 +104,25 @@ def _load_state(model: nn.Module, path: Path, variant: str) -> None:
         state = state["model"]
     if not isinstance(state, Mapping):
         raise DataError(f"SAM checkpoint {path} holds no state dict", hint="download it again")
+    return state
+
+
+def built_size(state: Mapping[str, torch.Tensor]) -> int:
+    """The input size a SAM state dict was made at (its absolute position grid x 16); the released
+    checkpoints say 1024. Anything unreadable answers 1024 and the strict load then says what is wrong."""
+    pos = state.get("image_encoder.pos_embed")
+    if isinstance(pos, torch.Tensor) and pos.dim() == 4 and pos.shape[1] == pos.shape[2]:
+        return int(pos.shape[1]) * PATCH
+    return NATIVE_SIZE
+
+
+def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str, variant: str) -> None:
+    """Strict load; another variant's weights (or a partial state) is a one-line error."""
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[1 if "\n" in str(exc) else 0].strip()[:160]
-        raise ConfigError(f"SAM checkpoint {path} does not fit variant={variant}: {first}",
+        raise ConfigError(f"SAM checkpoint {source} does not fit variant={variant}: {first}",
                           hint="pass the variant the checkpoint was made for (sam_vit_h_* -> vit_h, "
                                "sam_vit_l_* -> vit_l, sam_vit_b_* -> vit_b)") from None
 
@@ -121,17 +133,25 @@ class SAM1Wrapper(nn.Module):
     All SAM parameters start frozen; a baseline unfreezes what its paper trains. With a checkpoint
     the model is built at SAM's native 1024 px and the absolute position embedding is resized to
     the input grid (relative position tables are resized by the package itself).
+
+    ``state`` is the alternative to a ``.pth``: a SAM state dict already read, e.g. the
+    ``visual_model.*`` part of an EVF-SAM checkpoint (``state_source`` names it in records and
+    errors); the model is built at the size that state was made at.
     """
 
     def __init__(self, variant: str = "vit_h", checkpoint: str | Path | None = None,
                  image_size: int = 1024, *, size: str = "full", init_seed: int = 0,
-                 require_checkpoint: bool = False) -> None:
+                 require_checkpoint: bool = False, state: Mapping[str, torch.Tensor] | None = None,
+                 state_source: str = "state dict") -> None:
         super().__init__()
         self.variant, self.size = variant, size
         self.image_size = check_image_size(image_size)
         vit_config(variant, size)  # validate early
         path = resolve_checkpoint(checkpoint)
-        if path is None and require_checkpoint:
+        if path is not None and state is not None:
+            raise ConfigError(f"SAM weights given twice: checkpoint {path} and {state_source}",
+                              hint="give one source of SAM weights")
+        if path is None and state is None and require_checkpoint:
             raise ConfigError("this config needs pretrained SAM weights but the SAM checkpoint is empty",
                               hint=f"pass the local sam_{variant}_*.pth of the segment-anything release")
         if path is not None and size != "full":
@@ -139,19 +159,21 @@ class SAM1Wrapper(nn.Module):
                               hint="size=small is a random CPU-test architecture; drop the checkpoint or "
                                    "use size=full")
         self.checkpoint = str(path) if path else None
-        build_size = NATIVE_SIZE if path is not None else image_size
+        #: where the weights came from (a file, ``state_source``, or None = random)
+        self.weights_source = self.checkpoint if path else (state_source if state is not None else None)
+        if path is not None:
+            state = read_state(path)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)  # random weights are a function of init_seed only
-            model = build_sam(variant, size, build_size)
-        if path is not None:
-            _load_state(model, path, variant)
+            model = build_sam(variant, size, built_size(state) if state is not None else image_size)
+        if state is not None:
+            load_state(model, state, str(self.weights_source), variant)
         for p in model.parameters():
             p.requires_grad_(False)
         self.model = model.eval()
         self.block_dims: list[int] = [int(blk.norm1.normalized_shape[0]) for blk in model.image_encoder.blocks]
         self.embed_size = image_size // PATCH
-        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
+        register_pixel_stats(self)
 
     # ---- parts -------------------------------------------------------------------------------
     @property
@@ -171,16 +193,13 @@ class SAM1Wrapper(nn.Module):
     def describe(self) -> dict:
         """What built these weights (for run records)."""
         return {"variant": self.variant, "size": self.size, "checkpoint": self.checkpoint,
-                "image_size": self.image_size}
+                "weights": self.weights_source, "image_size": self.image_size}
 
     # ---- image encoder -----------------------------------------------------------------------
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """[N,3,H,W] RGB in [0,1] -> SAM input: plain (antialiased bilinear) resize to image_size²
         (as ST-BAVA/SAMA-AVS do, not SAM's longest-side resize + pad) and ImageNet mean/std."""
-        if frames.shape[-2:] != (self.image_size, self.image_size):
-            frames = F.interpolate(frames.float(), size=(self.image_size, self.image_size),
-                                   mode="bilinear", align_corners=False, antialias=True)
-        return (frames - self.pixel_mean) / self.pixel_std
+        return resize_normalise(frames, self.image_size, self.pixel_mean, self.pixel_std)
 
     def _pos_embed(self, grid: tuple[int, int]) -> torch.Tensor | None:
         pos = self.image_encoder.pos_embed

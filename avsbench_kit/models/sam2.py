@@ -27,11 +27,9 @@ from torch import nn
 from avsbench_kit.errors import ConfigError
 from avsbench_kit.models.sam2_build import (SAM2_CONFIGS, build_sam2_model, check_image_size,  # noqa: F401
                                             hiera_block_dims, resolve_checkpoint, sam2_config_path)
+from avsbench_kit.models.preprocess import register_pixel_stats, resize_normalise
 from avsbench_kit.models.sam2_decoder import Injection, add_checked, run_mask_decoder
 
-#: SAM2's image normalisation (ImageNet statistics, as in SAM2's own transforms)
-PIXEL_MEAN = (0.485, 0.456, 0.406)
-PIXEL_STD = (0.229, 0.224, 0.225)
 #: canonical cache level names: raw FPN levels (256 ch, strides 4/8/16) and forward_image's
 #: conv_s0/conv_s1-projected high-res levels (32 / 64 ch)
 RAW_LEVELS = ("fpn0", "fpn1", "fpn2")
@@ -161,8 +159,7 @@ class SAM2Wrapper(nn.Module):
         self.model = model
         self.block_dims: list[int] = [blk.dim for blk in model.image_encoder.trunk.blocks]
         self.embed_size = image_size // 16
-        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
+        register_pixel_stats(self)
 
     # ---- parts -------------------------------------------------------------------------------
     @property
@@ -190,11 +187,7 @@ class SAM2Wrapper(nn.Module):
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """[N,3,H,W] RGB in [0,1] -> SAM2 input: plain (antialiased bilinear) resize to image_size²
         + ImageNet mean/std. The one preprocessing of the cache encoder and the baselines."""
-        frames = frames.float()
-        if frames.shape[-2:] != (self.image_size, self.image_size):
-            frames = F.interpolate(frames, size=(self.image_size, self.image_size),
-                                   mode="bilinear", align_corners=False, antialias=True)
-        return (frames - self.pixel_mean) / self.pixel_std
+        return resize_normalise(frames, self.image_size, self.pixel_mean, self.pixel_std)
 
     def image_encoder_outputs(self, images: torch.Tensor,
                               block_prompts: Sequence[torch.Tensor] | None = None) -> dict:

@@ -42,6 +42,10 @@ SIZES = {
 UNUSED_KEYS = ("vision_embed.mask_token",)
 #: prefixes under which a BEiT-3 state dict is found (EVF full model, unilm wrapper, bare)
 PREFIXES = ("mm_extractor.beit3.", "beit3.", "")
+#: the other two parts of an EVF-SAM / EVF-SAM2 checkpoint: the projector to SAM's prompt width
+#: (Linear-ReLU-Linear in a one-element ModuleList) and the whole SAM / SAM2 model
+EVF_PROJECTOR = "text_hidden_fcs.0."
+EVF_SAM = "visual_model."
 
 
 @dataclass(frozen=True)
@@ -338,6 +342,11 @@ def read_tensors(files: list[Path]) -> dict[str, torch.Tensor]:
             obj = torch.load(f, map_location="cpu", weights_only=True)
             raw.update(obj.get("model", obj) if isinstance(obj, dict) else obj)
     return raw
+
+
+def evf_part(raw: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The keys of ``raw`` under ``prefix`` (``EVF_PROJECTOR`` or ``EVF_SAM``), prefix removed."""
+    return {k[len(prefix):]: v for k, v in raw.items() if k.startswith(prefix)}
 
 
 def load_evf_beit3(model: BEiT3, spec: str) -> tuple[dict[str, torch.Tensor], list[Path]]:

@@ -119,9 +119,9 @@ class BEiT3Prompt(FrozenTextPrompt):
 
     sees_image = True
 
-    def __init__(self, section: dict[str, Any]) -> None:
+    def __init__(self, section: dict[str, Any], keep_sam: bool = False) -> None:
         super().__init__()
-        from baselines.av2t.beit3 import BEiT3, beit3_config, load_evf_beit3
+        from baselines.av2t.beit3 import EVF_PROJECTOR, EVF_SAM, BEiT3, beit3_config, evf_part, load_evf_beit3
 
         cfg = beit3_config(section)
         checkpoint = section.get("checkpoint")
@@ -133,11 +133,15 @@ class BEiT3Prompt(FrozenTextPrompt):
         self.files: list[str] = []
         #: EVF's trained ``text_hidden_fcs`` (Linear–ReLU–Linear) when the checkpoint has them
         self.evf_projector: dict[str, torch.Tensor] = {}
+        #: with ``keep_sam``: the checkpoint's SAM weights (``visual_model.*``, prefix removed) for
+        #: the caller to load and then drop (EVF-SAM trained SAM's decoder; the SAM1 variant uses them)
+        self.evf_sam: dict[str, torch.Tensor] = {}
         if checkpoint:
             raw, files = load_evf_beit3(self.beit3, str(checkpoint))
             self.source, self.files = str(checkpoint), [str(f) for f in files]
-            head = "text_hidden_fcs.0."
-            self.evf_projector = {k[len(head):]: v for k, v in raw.items() if k.startswith(head)}
+            self.evf_projector = evf_part(raw, EVF_PROJECTOR)
+            if keep_sam:
+                self.evf_sam = evf_part(raw, EVF_SAM)
         self.freeze()
 
     def forward(self, tokens: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
@@ -146,8 +150,9 @@ class BEiT3Prompt(FrozenTextPrompt):
         return self.beit3(images, tokens)[:, 0]
 
 
-def build_text_encoder(cfg: dict[str, Any]) -> FrozenTextPrompt:
-    """``text_encoder`` config section -> frozen encoder."""
+def build_text_encoder(cfg: dict[str, Any], keep_sam: bool = False) -> FrozenTextPrompt:
+    """``text_encoder`` config section -> frozen encoder (``keep_sam``: a BEiT-3 built from an EVF
+    checkpoint also keeps that checkpoint's SAM weights in ``evf_sam``)."""
     kind = cfg.get("kind")
     if kind == "minilm":
         return MiniLMPrompt()
@@ -156,7 +161,7 @@ def build_text_encoder(cfg: dict[str, Any]) -> FrozenTextPrompt:
         return RandomTransformerPrompt(int(t.get("hidden", 256)), int(t.get("layers", 2)),
                                        int(t.get("heads", 4)), int(t.get("seed", 0)))
     if kind == "beit3":
-        return BEiT3Prompt(cfg.get("beit3") or {})
+        return BEiT3Prompt(cfg.get("beit3") or {}, keep_sam=keep_sam)
     from avsbench_kit.registry import did_you_mean
 
     raise ConfigError(f"unknown text_encoder.kind={kind!r}", hint=did_you_mean(str(kind), list(KINDS)))

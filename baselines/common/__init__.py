@@ -1,2 +1,2 @@
-"""Pieces shared by the SAM2-based baselines (losses). The SAM2 layer itself is
+"""Pieces shared by the SAM-based baselines (losses, SAMA-style adapters, the SAM2 cache request). The SAM2 layer itself is
 ``avsbench_kit.models.sam2``. Import the submodules directly; this package imports nothing heavy."""

@@ -27,6 +27,7 @@ from torch import nn
 from avsbench_kit.errors import ConfigError, DataError
 from baselines.base import (Baseline, BaselineOutput, ParamGroup, check_batch, decay_groups,
                             encoder_weights_missing, feature_request, masks_at)
+from baselines.common.adapters import AudioAdapters
 from baselines.common.losses import soft_iou_loss
 from baselines.stbava.fusion import STBAVA
 
@@ -102,22 +103,6 @@ class RandomFourierPE(nn.Module):
         grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # [h,w,2] as (x, y)
         proj = 2 * math.pi * ((2 * grid - 1) @ self.gaussian)
         return torch.cat([proj.sin(), proj.cos()], dim=-1).permute(2, 0, 1)
-
-
-class AudioAdapters(nn.Module):
-    """SAMA-AVS ``AudioPromptGenerator``: per encoder block a private Linear(D->hidden)+GELU, then a
-    Linear(hidden->C) shared by all blocks of width C (SAM ViT: one width; Hiera: one per stage)."""
-
-    def __init__(self, in_dim: int, hidden: int, block_dims: Sequence[int]) -> None:
-        super().__init__()
-        self.block_dims = [int(c) for c in block_dims]
-        self.private = nn.ModuleList(nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU())
-                                     for _ in self.block_dims)
-        self.shared = nn.ModuleDict({str(c): nn.Linear(hidden, c) for c in sorted(set(self.block_dims))})
-
-    def forward(self, audio: torch.Tensor) -> list[torch.Tensor]:
-        """audio [N,D] -> one prompt [N,C_j] per block."""
-        return [self.shared[str(c)](p(audio)) for p, c in zip(self.private, self.block_dims)]
 
 
 class STBAVAModel(Baseline):
