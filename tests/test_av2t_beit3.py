@@ -18,9 +18,12 @@ TINY_ARGS = [f"text_encoder.beit3.{k}={v}" for k, v in TINY.items()]
 
 
 def evf_state_dict(layers: int, d: int, ffn: int, patches: int, vocab: int = 64010,
-                   text_positions: int = 1024) -> dict[str, torch.Tensor]:
+                   text_positions: int = 1024, sam: dict[str, torch.Tensor] | None = None
+                   ) -> dict[str, torch.Tensor]:
     """A state dict in EVF-SAM2's layout (``mm_extractor.beit3.`` + torchscale BEiT-3 names),
-    written out key by key here so the test does not depend on our own mapping table."""
+    written out key by key here so the test does not depend on our own mapping table. With
+    ``sam`` (a segment-anything ``Sam`` state dict) it is EVF-SAM's (SAM1) layout instead: the
+    whole SAM under ``visual_model.``, the names of the segment-anything package EVF vendors."""
     g = torch.Generator().manual_seed(1)
     sd: dict[str, torch.Tensor] = {}
 
@@ -51,10 +54,13 @@ def evf_state_dict(layers: int, d: int, ffn: int, patches: int, vocab: int = 640
     for way in "AB":
         put(f"encoder.layer_norm.{way}.weight", d)
         put(f"encoder.layer_norm.{way}.bias", d)
-    # the rest of an EVF-SAM2 checkpoint: the projector and SAM2 (not BEiT-3)
+    # the rest of an EVF-SAM(2) checkpoint: the projector and SAM2 / SAM (not BEiT-3)
     sd["text_hidden_fcs.0.0.weight"], sd["text_hidden_fcs.0.0.bias"] = torch.randn(d, d), torch.randn(d)
     sd["text_hidden_fcs.0.2.weight"], sd["text_hidden_fcs.0.2.bias"] = torch.randn(256, d), torch.randn(256)
-    sd["visual_model.sam_mask_decoder.iou_token.weight"] = torch.randn(1, 256)
+    if sam is None:
+        sd["visual_model.sam_mask_decoder.iou_token.weight"] = torch.randn(1, 256)
+    else:
+        sd.update({"visual_model." + k: v.clone() for k, v in sam.items()})
     return sd
 
 
