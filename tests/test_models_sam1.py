@@ -52,6 +52,8 @@ def test_checkpoint_errors_are_one_line(tmp_path) -> None:
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="size=full"):
         SAM1Wrapper("vit_b", bad, 64, size="small")
+    with pytest.raises(ConfigError, match="given twice"):
+        SAM1Wrapper("vit_b", bad, 64, size="small", state={})
     with pytest.raises(ConfigError, match="unknown SAM variant"):
         SAM1Wrapper("vit_x", None, 64, size="small")
     with pytest.raises(ConfigError, match="multiple of 16"):
@@ -77,3 +79,21 @@ def test_a_checkpoint_loads_and_the_position_embedding_follows_the_input_size(tm
     path.write_bytes(b"\x00garbage")
     with pytest.raises(DataError, match="cannot read"):
         SAM1Wrapper("vit_b", path, 64)
+
+
+def test_a_state_dict_in_memory_loads_at_the_size_it_was_made_at() -> None:
+    """``state=`` (e.g. EVF-SAM's ``visual_model.*``): built at the state's grid, loaded strictly."""
+    import avsbench_kit.models.sam1 as sam1
+
+    donor = sam1.build_sam("vit_b", "small", 96)  # a 6x6 position grid
+    for p in donor.parameters():
+        p.data.add_(0.01)
+    sam = SAM1Wrapper("vit_b", None, 64, size="small", state=donor.state_dict(), state_source="evf.bin (visual_model.*)")
+    assert torch.equal(sam.image_encoder.pos_embed, donor.image_encoder.pos_embed)
+    assert torch.equal(sam.mask_decoder.iou_token.weight, donor.mask_decoder.iou_token.weight)
+    assert sam.describe()["weights"] == "evf.bin (visual_model.*)" and sam.describe()["checkpoint"] is None
+    with torch.no_grad():
+        assert sam.features(sam.preprocess(torch.rand(1, 3, 50, 50))).shape == (1, 256, 4, 4)
+    partial = {k: v for k, v in donor.state_dict().items() if not k.startswith("mask_decoder.")}
+    with pytest.raises(ConfigError, match="does not fit variant"):
+        SAM1Wrapper("vit_b", None, 64, size="small", state=partial)

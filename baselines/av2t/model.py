@@ -29,12 +29,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from avsbench_kit.errors import ConfigError, DataError
+from avsbench_kit.models.sam1 import SAM1Wrapper
+from avsbench_kit.models.sam1 import check_image_size as check_sam1_size
 from avsbench_kit.models.sam2 import ImageFeatures, SAM2Wrapper, check_image_size
-from baselines.common.adapters import AudioAdapters
 from baselines.av2t.heads import (FEATURE_NORMS, PROMPT_FEATURES, AdapterGenerator,
                                   PromptFeature, PseudoTokens, text_hidden_fcs)
 from baselines.av2t.text_prompt import build_text_encoder
 from baselines.base import Baseline, BaselineOutput, check_batch, feature_request, masks_at
+from baselines.common.adapters import AudioAdapters
 from baselines.common.losses import soft_iou_loss
 from baselines.common.sam2_cache import sam2_cache_overrides
 
@@ -92,12 +94,7 @@ class AV2TSAM(Baseline):
         self.loss_weights = {"bce": float(lcfg.get("bce_weight", 1.0)), "iou": float(lcfg.get("iou_weight", 1.0))}
         self.needs_frames = sam1 or self.adapters_on or not cfg["features"].get("sam2") \
             or cfg["text_encoder"].get("kind") == "beit3"  # BEiT-3 reads the frame too
-        if sam1:
-            from avsbench_kit.models.sam1 import check_image_size as check_sam1_size
-
-            check_sam1_size(cfg["image_size"])
-        else:
-            check_image_size(cfg["image_size"])
+        (check_sam1_size if sam1 else check_image_size)(cfg["image_size"])
         feats = cfg["features"]
         self.feature_names = {"audio": feats.get("audio"), "image": feats.get("image"),
                               "sam2": None if self.adapters_on or sam1 else feats.get("sam2")}
@@ -124,7 +121,7 @@ class AV2TSAM(Baseline):
             self.text_hidden_fcs = text_hidden_fcs(hidden, self.sam.hidden_dim)
             self._load_evf_projector()
             self.adapters = self._build_adapters(width) if self.adapters_on else None
-        # SAM2: the whole mask decoder and no_mask_embed train; everything else stays frozen
+        # SAM2 / SAM: the whole mask decoder and no_mask_embed train; everything else stays frozen
         for p in self.sam.mask_decoder.parameters():
             p.requires_grad_(True)
         self.sam.prompt_encoder.no_mask_embed.weight.requires_grad_(True)
@@ -159,11 +156,9 @@ class AV2TSAM(Baseline):
                                    "sam1.from_evf=false")
         return from_evf
 
-    def _build_sam1(self, from_evf: bool):
+    def _build_sam1(self, from_evf: bool) -> SAM1Wrapper:
         """SAM (v1) from ``sam1.checkpoint``, from the EVF checkpoint's ``visual_model.*``
         (``from_evf``), or random (``init_seed``) when neither is given."""
-        from avsbench_kit.models.sam1 import SAM1Wrapper
-
         s = self.cfg["sam1"]
         state, source = None, "state dict"
         if from_evf and self.text_encoder.source:
@@ -378,7 +373,7 @@ class AV2TSAM(Baseline):
             with torch.no_grad():
                 embed = self.sam.features(images)
         low, ious = self.sam.decode(embed, prompt, multimask=self.multimask)
-        best = ious.argmax(dim=1) if low.shape[1] > 1 else torch.zeros_like(ious[:, 0], dtype=torch.long)
+        best = ious.argmax(dim=1)  # M = 1 without multimask
         chosen = low[torch.arange(low.shape[0], device=low.device), best].unsqueeze(1).float()
         return F.interpolate(chosen, size=size, mode="bilinear", align_corners=False)[:, 0], ious
 
