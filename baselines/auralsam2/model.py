@@ -6,7 +6,8 @@ one dense map and one sparse vector per pyramid level. They are added inside the
 decoder before two-way block 0, block 1 and the final token->image attention (deepest level first,
 ``avsbench_kit.models.sam2.Injection``). SAM2's tracking loop runs over all frames without any prompt; the conditioning
 frame is the middle one in training. Loss: SAM2's multi-step loss + AudioCon (:mod:`.losses`).
-Only the fuser (and the text projection) train; every SAM2 parameter stays bit-identical.
+Only the fuser (and the text projection) train; every SAM2 parameter stays bit-identical
+(``sam2.trainable=[]``, the paper; CPU presets on random SAM2 weights also train the decoder).
 """
 
 from __future__ import annotations
