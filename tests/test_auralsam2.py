@@ -169,9 +169,10 @@ def test_forward_loss_and_gradients(model) -> None:
     assert torch.allclose(losses["total"], ref["total"] + losses["audiocon"])
     model.zero_grad()
     losses["total"].backward()
-    for n, p in model.named_parameters():
-        if n.startswith("sam."):
+    for n, p in model.named_parameters():  # cpu-small trains SAM2's decoder only (sam2.trainable)
+        if n.startswith("sam.") and ".sam_mask_decoder." not in n:
             assert not p.requires_grad and p.grad is None, n
+    assert model.sam.mask_decoder.iou_prediction_head.layers[0].weight.grad.abs().sum() > 0
     fuser_grads = [p.grad for n, p in model.named_parameters() if n.startswith("fuser.patch_embeds")]
     assert all(g is not None and g.abs().sum() > 0 for g in fuser_grads)
     assert model.text_proj[0].weight.grad.abs().sum() > 0
@@ -235,17 +236,40 @@ def test_param_groups_exempt_norms_and_tokens(model) -> None:
     assert total == len([p for p in model.parameters() if p.requires_grad])
 
 
-def test_sam2_bit_identical_after_training(tmp_path) -> None:
+def _train_two_steps(m, tmp_path) -> None:
     from avsbench_kit.runs.trainer import TrainConfig, Trainer
 
-    m = build()
+    batches = [make_batch(seed=s) for s in range(2)]
+    Trainer(m, TrainConfig(epochs=1, batch_size=2, lr=1e-3), batches=lambda e: batches,
+            num_train_samples=4, ckpt_dir=tmp_path, progress=False).fit()
+
+
+def test_sam2_bit_identical_after_training(tmp_path) -> None:
+    m = build("sam2.trainable=[]")  # the paper's setting (paper.yaml)
     before = copy.deepcopy(m.sam.state_dict())
     fuser_before = m.fuser.patch_embeds[0].weight.detach().clone()
-    batches = [make_batch(seed=s) for s in range(2)]
-    trainer = Trainer(m, TrainConfig(epochs=1, batch_size=2, lr=1e-3), batches=lambda e: batches,
-                      num_train_samples=4, ckpt_dir=tmp_path, progress=False)
-    trainer.fit()
+    _train_two_steps(m, tmp_path)
     after = m.sam.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not torch.equal(fuser_before, m.fuser.patch_embeds[0].weight)
+
+
+def test_trainable_decoder_trains_only_the_decoder(tmp_path) -> None:
+    m = build("sam2.trainable=[mask_decoder]")
+    before = copy.deepcopy(m.sam.state_dict())
+    _train_two_steps(m, tmp_path)
+    changed = {k.split(".")[1] for k, v in m.sam.state_dict().items() if not torch.equal(before[k], v)}
+    assert changed == {"sam_mask_decoder"}
+    assert {g.name for g in m.param_groups()} >= {"fuser", "sam2", "sam2.no_decay"}
+
+
+@pytest.mark.parametrize("bad", ["sam2.trainable=[image_encoder]", "sam2.trainable=mask_decoder",
+                                 "sam2.trainable=[memory_attention]"])
+def test_trainable_rejects_unknown_modules_and_memory_without_gradient(bad) -> None:
+    with pytest.raises(ConfigError, match="sam2.trainable"):
+        build(bad)
+
+
+def test_paper_preset_keeps_sam2_frozen() -> None:
+    assert load_config("auralsam2", "paper", [])["sam2"]["trainable"] == []

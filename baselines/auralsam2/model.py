@@ -6,7 +6,8 @@ one dense map and one sparse vector per pyramid level. They are added inside the
 decoder before two-way block 0, block 1 and the final token->image attention (deepest level first,
 ``avsbench_kit.models.sam2.Injection``). SAM2's tracking loop runs over all frames without any prompt; the conditioning
 frame is the middle one in training. Loss: SAM2's multi-step loss + AudioCon (:mod:`.losses`).
-Only the fuser (and the text projection) train; every SAM2 parameter stays bit-identical.
+Only the fuser (and the text projection) train; every SAM2 parameter stays bit-identical
+(``sam2.trainable=[]``, the paper; CPU presets on random SAM2 weights also train the decoder).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ COND_FRAMES = ("middle", "first", "last")
 DECODE_MODES = ("iou_select", "iou_occ_select")
 #: injection points: before two-way block 0, block 1, and the final token->image attention
 POINTS = (0, 1, "final")
+#: SAM2 modules a CPU preset may train (the paper trains none: its SAM2 is pretrained and frozen)
+TRAINABLE_SAM2 = ("mask_decoder", "memory_attention", "memory_encoder")
 #: tasks whose samples carry a referring expression (None: a model built outside a run, e.g. tests)
 TEXT_TASKS = ("refavs", None)
 
@@ -74,6 +77,18 @@ def parse_injection(cfg: dict) -> list[tuple[Any, int]]:
         raise ConfigError(f"injection.levels={levels} names a pyramid level > 2",
                           hint="levels are 0 (fpn0) .. 2 (fpn2); the paper uses [2, 1, 0]")
     return list(zip(points, levels))
+
+
+def parse_trainable(value: Any) -> tuple[str, ...]:
+    """``sam2.trainable``: which SAM2 modules train. ``[]`` is the paper (SAM2 bit-identical).
+
+    A frozen *random* decoder cannot be taught to segment through additive prompts alone, so a
+    CPU preset without SAM2 weights trains the decoder as a stand-in for SAM2's pretraining.
+    """
+    if not isinstance(value, (list, tuple)) or any(v not in TRAINABLE_SAM2 for v in value):
+        raise ConfigError(f"sam2.trainable={value!r} must be a list drawn from {', '.join(TRAINABLE_SAM2)}",
+                          hint="sam2.trainable=[] keeps SAM2 frozen as in the paper")
+    return tuple(dict.fromkeys(value))
 
 
 class AuralSAM2(Baseline):
@@ -147,6 +162,15 @@ class AuralSAM2(Baseline):
         if self.sam.hidden_dim != d:
             raise ConfigError(f"fuser.dim={d} must equal SAM2's hidden width {self.sam.hidden_dim}",
                               hint=f"fuser.dim={self.sam.hidden_dim}")
+        self.sam_trainable = parse_trainable(sam_cfg.get("trainable", []))
+        if not self.memory_grad and any(n.startswith("memory") for n in self.sam_trainable):
+            raise ConfigError(f"sam2.trainable={list(self.sam_trainable)} trains a memory module but "
+                              "tracking.memory_grad=false sends it no gradient",
+                              hint="add tracking.memory_grad=true, or train mask_decoder only")
+        for name in self.sam_trainable:
+            module = self.sam.mask_decoder if name == "mask_decoder" else getattr(self.sam.model, name)
+            for p in module.parameters():
+                p.requires_grad_(True)
         self.sam.eval()
 
     # ---- config helpers -------------------------------------------------------------------
@@ -214,11 +238,14 @@ class AuralSAM2(Baseline):
         return missing
 
     def param_groups(self) -> list[ParamGroup]:
-        return decay_groups([(n, p) for n, p in self.named_parameters() if p.requires_grad], name="fuser")
+        trainable = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        groups = decay_groups([(n, p) for n, p in trainable if not n.startswith("sam.")], name="fuser")
+        sam = [(n, p) for n, p in trainable if n.startswith("sam.")]
+        return groups + (decay_groups(sam, name="sam2") if sam else [])
 
     def train(self, mode: bool = True) -> "AuralSAM2":
         super().train(mode)
-        self.sam.eval()  # frozen: never in training behaviour
+        self.sam.eval()  # no dropout/batch statistics in SAM2, even where sam2.trainable trains parts of it
         return self
 
     # ---- forward ----------------------------------------------------------------------------
