@@ -56,10 +56,12 @@ def test_every_evf_sam1_key_lands_in_the_model(tmp_path) -> None:
     for key, value in sd.items():
         prefix = next(p for p in parts if key.startswith(p))  # every key is in one of the three parts
         inner = key[len(prefix):]
-        if prefix == "mm_extractor.beit3." and inner in UNUSED_KEYS:
-            continue
-        target = {"mm_extractor.beit3.": lambda: beit[map_key(inner)], "text_hidden_fcs.0.": lambda: proj[inner],
-                  "visual_model.": lambda: sam[inner]}[prefix]()
+        if prefix == "mm_extractor.beit3.":
+            if inner in UNUSED_KEYS:
+                continue
+            target = beit[map_key(inner)]
+        else:
+            target = (proj if prefix == "text_hidden_fcs.0." else sam)[inner]
         assert torch.equal(target, value), key
         parts[prefix] += 1
     assert parts["visual_model."] == len(sam) and parts["text_hidden_fcs.0."] == len(proj) == 4
