@@ -23,12 +23,11 @@ import io
 import json
 import re
 import tarfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from avsbench_kit.atomic import write_bytes, write_json
+from avsbench_kit.atomic import temp_is_stale, write_bytes, write_json
 from avsbench_kit.errors import DataError
 from avsbench_kit.hashing import canonical_json, sha256_file, short
 from avsbench_kit.home import data_home
@@ -325,15 +324,13 @@ class FeatureCache:
             return self.build_index()
         return read_json(self.index_path)
 
-    def cleanup_temps(self, names: Iterable[str] = (), older_than_s: float = 60.0) -> None:
-        """Remove temp files a killed run left: those of ``names`` (our shards) at once, others
-        (index/header) only when older than ``older_than_s`` (a live worker may be writing them)."""
-        mine = {n for name in names for n in (name, name[:-4] + ".json")}
-        now = time.time()
+    def cleanup_temps(self, older_than_s: float = 3600.0) -> None:
+        """Remove temp files killed writers left. A temp whose writer is alive (another worker
+        given the same shard, on this host) is kept: deleting it would make that writer's rename
+        fail; temps of other hosts go only when older than ``older_than_s``."""
         for p in self.path.glob(".*.tmp"):
-            target = p.name[1:].rsplit(".", 2)[0]
             try:
-                if target in mine or now - p.stat().st_mtime > older_than_s:
+                if temp_is_stale(p, older_than_s):
                     p.unlink()
             except OSError:
                 pass

@@ -262,7 +262,7 @@ def extract(
     fc = open_cache(manifest, enc, cache_root(home, cache))
     fc.write_header(header_for(manifest, enc, plan, text_field))
     mine = [s for s in plan if s.split in wanted and s.index % total == index]
-    fc.cleanup_temps([s.name for s in mine])
+    fc.cleanup_temps()
 
     summary = ExtractSummary(manifest.dataset, enc.registry_name, fc.path,
                              [s for s in splits if s in wanted], (index, total))
