@@ -56,6 +56,20 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def remove_stale_temps(directory: Path, recursive: bool = False, older_than_s: float = 3600.0) -> int:
+    """Delete the temp files killed writers left in ``directory`` (see :func:`temp_is_stale`);
+    returns how many. A live writer's temp is kept: deleting it would fail that writer's rename."""
+    removed = 0
+    for p in (directory.rglob if recursive else directory.glob)(".*.tmp"):
+        try:
+            if p.is_file() and temp_is_stale(p, older_than_s):
+                p.unlink()
+                removed += 1
+        except OSError:
+            pass
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it over ``final`` only if the block succeeds."""

@@ -235,7 +235,7 @@ class Suite:
             commits = rng.sample(commits, points)
         steps = [(f"kill-at:{spec}", None) for spec in SCENARIOS[name].steps.values()]
         t0 = self.startup_seconds() if outside else 0.0
-        times = [(None, t0 + rng.uniform(0.0, self.seconds[name])) for _ in range(outside)]
+        times = [(None, t0 + rng.uniform(0.0, 0.9 * self.seconds[name])) for _ in range(outside)]
         return commits + steps + times
 
 

@@ -307,7 +307,7 @@ def _plain_json(path: Path, home: Path) -> Any:
     return _strip_times(json.loads(path.read_text().replace(str(home), "<home>")))
 
 
-_TIMING = ("seconds", "created_utc", "updated_utc", "prepared_utc", "wall_time_s", "finished_utc", "date",
+_TIMING = ("seconds", "created_at", "created_utc", "updated_utc", "prepared_utc", "wall_time_s", "finished_utc", "date",
            "created", "generated_utc", "elapsed_s", "environment", "toolkit_git", "git_sha")
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from avsbench_kit.atomic import temp_is_stale, write_bytes, write_json
+from avsbench_kit.atomic import write_bytes, write_json
 from avsbench_kit.errors import DataError
 from avsbench_kit.hashing import canonical_json, sha256_file, short
 from avsbench_kit.home import data_home
@@ -323,17 +323,6 @@ class FeatureCache:
         if not self.index_path.is_file():
             return self.build_index()
         return read_json(self.index_path)
-
-    def cleanup_temps(self, older_than_s: float = 3600.0) -> None:
-        """Remove temp files killed writers left. A temp whose writer is alive (another worker
-        given the same shard, on this host) is kept: deleting it would make that writer's rename
-        fail; temps of other hosts go only when older than ``older_than_s``."""
-        for p in self.path.glob(".*.tmp"):
-            try:
-                if temp_is_stale(p, older_than_s):
-                    p.unlink()
-            except OSError:
-                pass
 
     def verify(self) -> list[Problem]:
         """Re-hash every shard the index or a sidecar names; report missing/corrupt ones."""

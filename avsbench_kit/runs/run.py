@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from avsbench_kit.atomic import pid_alive
+from avsbench_kit.atomic import pid_alive, remove_stale_temps
 from avsbench_kit.errors import AvsKitError, ConfigError, NotPreparedError
 from avsbench_kit.registry import did_you_mean
 
@@ -506,6 +506,7 @@ def _open_record(store, held, req: RunRequest, record_cfg: dict[str, Any], chash
     record = find_resumable(store, chash, manifest.fingerprint, req.mode) if req.resume else None
     if record is not None:
         quiet(f"resuming run {record.run_id} from its last checkpoint")
+        remove_stale_temps(store.run_dir(record.run_id), recursive=True)  # what the killed process was writing
         record.status = "running"
         record.notes.append(f"resumed at {iso(utc_now())}")
     else:
