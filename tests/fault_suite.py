@@ -103,7 +103,7 @@ class Bases:
     def _predicted(self, home: Path) -> Path:
         faults.copy_home(self.get("cached"), home)
         cli([*RUN, "--home", str(home)])
-        (run,) = (home / "runs").iterdir()
+        (run,) = (home / "runs").glob("2*")  # run ids start with the year
         shutil.move(str(run / "predictions" / "test"), str(home / "preds"))
         shutil.rmtree(home / "runs")
         for gt in (home / "prepared").glob("*/gt-cache"):

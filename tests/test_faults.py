@@ -23,7 +23,7 @@ from avsbench_kit.verify import verify_home
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
-#: the CI subset: one seeded commit kill per command, and two named steps of `avskit run`
+#: the CI subset: one seeded commit kill per command, and the evaluate step of `avskit run`
 SEED = 15
 
 
@@ -37,10 +37,10 @@ def _ci_faults() -> list[tuple[str, str]]:
     # commit counts of the uninterrupted commands (checked by test_commit_counts_are_current)
     chosen = [(name, f"kill-{rng.choice(['before', 'after'])}:{rng.randint(1, COMMITS[name])}")
               for name in SCENARIOS]
-    return chosen + [("run", "kill-at:" + SCENARIOS["run"].steps[s]) for s in ("train", "evaluate")]
+    return chosen + [("run", "kill-at:" + SCENARIOS["run"].steps["evaluate"])]
 
 
-COMMITS = {"prepare": 10, "features": 11, "eval": 4, "run": 32}
+COMMITS = {"prepare": 13, "features": 18, "eval": 5, "run": 32}
 
 
 def test_commit_counts_are_current(suite):
@@ -48,7 +48,7 @@ def test_commit_counts_are_current(suite):
     update them (otherwise a point may fall past the end and kill nothing)."""
     for name in SCENARIOS:
         suite.prepare(name)
-    assert suite.commits == COMMITS
+    assert suite.commits == COMMITS, suite.commits
 
 
 @pytest.mark.parametrize("scenario,fault", _ci_faults())
@@ -158,3 +158,35 @@ def test_two_workers_given_the_same_shard(suite, tmp_path):
     assert verify_home(home).ok
     assert faults.results(home) == suite.reference["features"]
     shutil.rmtree(home)
+
+
+def test_verify_names_corrupt_artefacts_and_cleans_stale_temps(suite, capsys):
+    """`avskit verify` on a clean home exits 0; a flipped byte in a feature shard, a manifest edited
+    after prepare and an unreadable record each make it exit 3 naming the file; a temp file of a
+    dead writer is listed and removed by --clean, a live writer's is kept."""
+    from avsbench_kit.atomic import owner_tag
+    from avsbench_kit.cli.main import main
+
+    home = suite.fresh(SCENARIOS["run"])  # prepared + a feature cache
+    assert main(["verify", "--home", str(home)]) == 0
+    shard = sorted(home.glob("features/synth-s4/*/*/shard-000000.tar"))[0]
+    data = bytearray(shard.read_bytes())
+    data[700] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    (home / "runs" / "20990101T000000Z-deadbeef-s0").mkdir(parents=True)
+    (home / "runs" / "20990101T000000Z-deadbeef-s0" / "record.json").write_text("{not json")
+    meta = home / "prepared" / "synth-s4" / "manifest.json"
+    meta.write_text(meta.read_text().replace('"fingerprint": "', '"fingerprint": "0', 1))
+    host, _, pid = owner_tag().rpartition("~")
+    dead = home / "prepared" / "synth-s4" / f".manifest.json.{host}~{2 ** 22 + 7}.ab12.tmp"
+    live = home / "prepared" / "synth-s4" / f".manifest.json.{host}~{pid}.cd34.tmp"
+    dead.write_text("x")
+    live.write_text("x")
+    capsys.readouterr()
+    assert main(["verify", "--home", str(home), "--clean"]) == 3
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert f"corrupt     {shard}" in text and "record.json" in text and "unreadable run record" in text
+    assert "does not match the fingerprint" in text
+    assert f"removed     {dead}" in text and f"leftover    {live}" in text
+    assert not dead.exists() and live.exists()
