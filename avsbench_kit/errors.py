@@ -65,6 +65,7 @@ def storage_error(exc: OSError) -> "StorageError | None":
         return None
     where = exc.filename or "the data home"
     where = f"{where} -> {exc.filename2}" if getattr(exc, "filename2", None) else where
-    return StorageError(f"cannot write {where}: {_STORAGE_ERRNOS[name]} ({name}); the data written before is kept",
+    verb = "access" if name in ("EACCES", "EPERM") else "write"  # a refused read is not a write
+    return StorageError(f"cannot {verb} {where}: {_STORAGE_ERRNOS[name]} ({name}); the data written before is kept",
                         hint="free space or make the folder writable (or pick another: --home DIR / $AVSKIT_HOME), "
                              "then re-run the same command: it resumes")

@@ -121,7 +121,9 @@ def _paused_child(args: list[str], commit: int, flag: Path) -> subprocess.Popen:
 def test_two_identical_runs_at_once(suite, tmp_path):
     """The second `avskit run` of the same config and data while the first is mid-training is
     refused in one line naming the first one's pid (exit 6); the first completes untouched, with
-    the reference metrics. Before the lock both found the same unfinished run and wrote into it."""
+    the reference metrics. Without the lock the second started a second run of the same seed (counted
+    twice in the leaderboard's mean ± std), and with an unfinished run present both resumed it,
+    writing into one run directory."""
     sc = SCENARIOS["run"]
     suite.prepare("run")
     home = suite.fresh(sc)

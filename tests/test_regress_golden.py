@@ -128,11 +128,11 @@ def test_a_biased_iou_kernel_fails_the_gate(ci_home, sign, monkeypatch, capsys):
 
 #: the gated probe result: audio reliance (relative drop of J under shuffled audio, probe seed = the
 #: run's seed 0, default parameters) of the gated S4 av2t run on test. Its golden holds the run's
-#: metrics and ``probes/test/reliance``. Tolerance: the same GATE_TOLERANCE. The clean and the
-#: shuffled-audio passes are the same deterministic CPU evaluation as the metrics (measured: two
-#: probes of the gated checkpoint gave bit-identical reliance), and reliance = (J_clean - J_probe) /
-#: J_clean with J_clean ~0.2 here scales a rounding difference of the J by ~5, still ~1e-6 at most;
-#: a J shift of 3e-5 under the probe moves it by ~1.5e-4, caught (test below).
+#: metrics and ``probes/test/reliance``, with the same GATE_TOLERANCE: the clean and the
+#: shuffled-audio passes are the same deterministic CPU evaluation as the metrics, and
+#: reliance = (J_clean - J_probe) / J_clean with J_clean = 0.17 here scales a rounding difference of
+#: the J values by ~6 (still ~1e-6 at most), while a J shift of 3e-5 under the probe moves it by
+#: ~1.8e-4 (caught: test_a_biased_probe_fails_the_gate).
 PROBE_GOLDEN = "ci-synth-s4-av2t-probe"
 PROBE_ARGS = ["-p", "audio-shuffled", "--split", "test"]
 
