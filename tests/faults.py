@@ -293,8 +293,13 @@ def results(home: Path, extra: list[Path] = ()) -> dict[str, Any]:
             out[rel] = _plain_json(home / rel, home)
         else:
             out[rel] = digest
-    complete = [r for r in RunStore(home).records() if r.status == "complete"]
-    out["runs"] = [(r.metrics, per_run.get(r.run_id, {})) for r in complete]
+    # distinct complete runs: a kill after the run completed makes the re-run repeat it (a new run
+    # id, as documented); the repeat must give the same numbers and files, so it adds no entry
+    out["runs"] = []
+    for r in RunStore(home).records():
+        entry = (r.metrics, per_run.get(r.run_id, {}))
+        if r.status == "complete" and entry not in out["runs"]:
+            out["runs"].append(entry)
     for path in extra:
         out[f"extra:{path.name}"] = _plain_json(path, home) if path.is_file() else None
     return out
