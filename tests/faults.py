@@ -319,9 +319,16 @@ _TIMING = ("seconds", "created_at", "created_utc", "updated_utc", "prepared_utc"
            "created", "generated_utc", "elapsed_s", "environment", "toolkit_git", "git_sha", "gt_source")
 
 
+#: notes that only say where the GT came from (the eval that wrote the GT cache says so)
+_GT_NOTES = ("GT decoded from PNGs",)
+
+
 def _strip_times(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {k: _strip_times(v) for k, v in obj.items() if k not in _TIMING}
+        out = {k: _strip_times(v) for k, v in obj.items() if k not in _TIMING}
+        if "gt_source" in obj and isinstance(out.get("notes"), list):
+            out["notes"] = [n for n in out["notes"] if not str(n).startswith(_GT_NOTES)]
+        return out
     if isinstance(obj, list):
         return [_strip_times(v) for v in obj]
     return obj
