@@ -11,6 +11,8 @@ atomic write ends in one), the temp-file writes, or named steps. Specs:
 - ``kill-after:N``          SIGKILL just after the N-th commit
 - ``kill-at:MOD:ATTR:N``    SIGKILL on the N-th call of ``MOD.ATTR`` (``Class.method`` allowed): a named step
 - ``pause-before:N:FILE``   before the N-th commit, create FILE and wait until it is deleted
+- ``torn-after:N``          after the N-th commit, cut the file in half and SIGKILL (a NON-atomic
+                            writer's leftover: the checks must report it)
 - ``enospc:N``              the N-th temp file written fails half-way with ENOSPC (disk full)
 - ``erofs:ROOT``            any write, mkdir or rename under ROOT fails with EROFS (read-only)
 
