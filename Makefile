@@ -4,7 +4,7 @@ PYTHON  ?= python3
 BIN      = $(VENV)/bin
 STAMP    = $(VENV)/.installed
 
-.PHONY: install demo test bench goldens clean
+.PHONY: install demo test bench goldens faults clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ test: install  ## the test suite (what CI runs)
 goldens: install  ## re-record leaderboards/golden/*.json from the gated runs (run on a clean tree; commit the result)
 	@git diff --quiet HEAD || { echo "goldens record the git SHA: commit or stash your changes first"; exit 1; }
 	AVSKIT_UPDATE_GOLDENS=1 $(BIN)/python -m pytest tests/test_regress_golden.py
+
+FAULT_SEED   ?= 0
+FAULT_POINTS ?= 24
+FAULT_OUTSIDE ?= 4
+faults: install  ## the full fault-injection suite: SIGKILL prepare / features extract / run / eval at seeded points, print faults injected, runs that lost data, runs that recovered
+	OMP_NUM_THREADS=1 $(BIN)/python tests/fault_suite.py --seed $(FAULT_SEED) --points $(FAULT_POINTS) --outside $(FAULT_OUTSIDE)
 
 bench: install  ## the benchmarks in benchmarks/ (print measured ratios)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -39,3 +39,33 @@ class NotPreparedError(AvsKitError):
     """A dataset was asked for before `avskit prepare` wrote its manifest."""
 
     exit_code = 4
+
+
+class StorageError(AvsKitError):
+    """The data home cannot be written: disk full, quota, read-only file system, no permission."""
+
+    exit_code = 7
+
+
+#: errno values that mean "the storage refused the write" (not a bug in the toolkit)
+_STORAGE_ERRNOS = {"ENOSPC": "the disk is full", "EDQUOT": "the disk quota is exceeded",
+                   "EROFS": "the file system is read-only", "EACCES": "permission denied",
+                   "EPERM": "operation not permitted"}
+
+
+def storage_error(exc: OSError) -> "StorageError | None":
+    """A one-line :class:`StorageError` for a write the storage refused, else None (a real bug).
+
+    Why it is safe to say "nothing was lost": every write goes to a temp file renamed into place,
+    so a refused write leaves the previous files as they were and re-running resumes."""
+    import errno as _errno
+
+    name = _errno.errorcode.get(exc.errno or 0, "")
+    if name not in _STORAGE_ERRNOS:
+        return None
+    where = exc.filename or "the data home"
+    where = f"{where} -> {exc.filename2}" if getattr(exc, "filename2", None) else where
+    verb = "access" if name in ("EACCES", "EPERM") else "write"  # a refused read is not a write
+    return StorageError(f"cannot {verb} {where}: {_STORAGE_ERRNOS[name]} ({name}); the data written before is kept",
+                        hint="free space or make the folder writable (or pick another: --home DIR / $AVSKIT_HOME), "
+                             "then re-run the same command: it resumes")

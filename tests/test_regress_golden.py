@@ -124,3 +124,61 @@ def test_a_biased_iou_kernel_fails_the_gate(ci_home, sign, monkeypatch, capsys):
     assert reevaluate() == 1
     err = capsys.readouterr().err
     assert "test/avsbench-v1/mIoU (" + ("improved" if sign > 0 else "regressed") + ")" in err
+
+
+#: the gated probe result: audio reliance (relative drop of J under shuffled audio, probe seed = the
+#: run's seed 0, default parameters) of the gated S4 av2t run on test. Its golden holds the run's
+#: metrics and ``probes/test/reliance``, with the same GATE_TOLERANCE: the clean and the
+#: shuffled-audio passes are the same deterministic CPU evaluation as the metrics, and
+#: reliance = (J_clean - J_probe) / J_clean with J_clean = 0.17 here scales a rounding difference of
+#: the J values by ~6 (still ~1e-6 at most), while a J shift of 3e-5 under the probe moves it by
+#: ~1.8e-4 (caught: test_a_biased_probe_fails_the_gate).
+PROBE_GOLDEN = "ci-synth-s4-av2t-probe"
+PROBE_ARGS = ["-p", "audio-shuffled", "--split", "test"]
+
+
+def probed_run(home: Path):
+    record = gated_run("ci-synth-s4-av2t", home)
+    assert main(["probe", record.run_id, *PROBE_ARGS, "--home", str(home)]) == 0
+    return record
+
+
+@pytest.mark.slow
+def test_probe_result_matches_golden(ci_home, capsys):
+    golden = GOLDEN_DIR / f"{PROBE_GOLDEN}.json"
+    if not golden.is_file() and not UPDATE:
+        pytest.fail(f"{golden} is missing: create it with `make goldens` (see the module docstring)")
+    record = probed_run(ci_home)
+    args = ["regress", "--golden", str(golden), record.run_id, "--home", str(ci_home)]
+    code = main(args + (["--update", "--tolerance", str(GATE_TOLERANCE)] if UPDATE else ["--strict"]))
+    out = capsys.readouterr()
+    assert code == 0, out.out + out.err
+    import json
+
+    assert "probes/test/reliance" in json.loads(golden.read_text())["metrics"]
+    # the metric-only golden of the same run must not hold probe figures (its bias test re-evaluates
+    # with mode=eval, which has none): it is recorded before the probe runs
+    assert not [k for k in json.loads((GOLDEN_DIR / "ci-synth-s4-av2t.json").read_text())["metrics"]
+                if k.startswith("probes/")]
+
+
+@pytest.mark.slow
+def test_a_biased_probe_fails_the_gate(ci_home, monkeypatch, capsys):
+    """Lower every per-sample J of the shuffled-audio pass by 3 tolerances: the reliance moves up and
+    ``--strict`` fails on ``probes/test/reliance``; the unbiased probe passes again."""
+    import numpy as np
+
+    from avsbench_kit.probes import record as probe_record
+
+    if UPDATE:
+        pytest.skip("regenerating goldens")
+    golden = str(GOLDEN_DIR / f"{PROBE_GOLDEN}.json")
+    real = probe_record.relative_drop
+    monkeypatch.setattr(probe_record, "relative_drop",
+                        lambda clean, probe, seed, **k: real(clean, np.asarray(probe) - 3 * GATE_TOLERANCE, seed, **k))
+    record = probed_run(ci_home)
+    assert main(["regress", "--golden", golden, record.run_id, "--strict", "--home", str(ci_home)]) == 1
+    assert "probes/test/reliance (improved)" in capsys.readouterr().err
+    monkeypatch.undo()
+    probed_run(ci_home)
+    assert main(["regress", "--golden", golden, record.run_id, "--strict", "--home", str(ci_home)]) == 0

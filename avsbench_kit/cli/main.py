@@ -18,8 +18,9 @@ from avsbench_kit.cli import plot as plot_cli
 from avsbench_kit.cli import regress as regress_cli
 from avsbench_kit.cli import run as run_cli
 from avsbench_kit.cli import runs as runs_cli
+from avsbench_kit.cli import verify as verify_cli
 from avsbench_kit.cli.common import console, err_console
-from avsbench_kit.errors import AvsKitError
+from avsbench_kit.errors import AvsKitError, storage_error
 
 app = typer.Typer(
     name="avskit",
@@ -58,6 +59,7 @@ leaderboard_cli.register(app)
 plot_cli.register(app)
 regress_cli.register(app)
 run_cli.register(app)
+verify_cli.register(app)
 probe_cli.register(app)
 
 
@@ -81,6 +83,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
+    except OSError as exc:
+        storage = storage_error(exc)
+        if storage is None or _state["debug"]:
+            raise
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]error:[/] {escape(storage.message)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[dim]hint:[/] {escape(storage.hint or '')}", highlight=False, soft_wrap=True)
+        return storage.exit_code
     except SystemExit as exc:  # typer/click exits (--help, usage errors)
         return int(exc.code or 0)
     except Exception as exc:

@@ -33,7 +33,7 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from avsbench_kit.atomic import atomic_path, write_json
+from avsbench_kit.atomic import atomic_path, remove_stale_temps, write_json
 from avsbench_kit.hashing import sha256_file, sha256_obj, short
 
 FORMAT = "avsbench-kit/gt-cache"
@@ -195,6 +195,7 @@ class GtCache:
                   "index": np.asarray(index, dtype=np.int64).reshape(-1, 5),
                   "samples": np.asarray(starts, dtype=np.int64)}
         self.path.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.path)  # what a killed writer left
         files = {}
         for name, array in arrays.items():
             with atomic_path(self.file(split, name)) as tmp:

@@ -24,7 +24,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from avsbench_kit import __version__
-from avsbench_kit.atomic import atomic_path, write_json
+from avsbench_kit.atomic import atomic_path, remove_stale_temps, write_json
 from avsbench_kit.errors import DataError, NotPreparedError
 from avsbench_kit.hashing import sha256_file, sha256_obj, short
 
@@ -183,6 +183,7 @@ class Manifest:
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(directory)  # what a killed prepare was writing
         with atomic_path(directory / "manifest.parquet") as tmp:
             self.df.to_parquet(tmp, index=False)
         excl = pd.DataFrame(self.meta.get("exclusions", []), columns=["sample_key", "path", "reason"])

@@ -23,7 +23,6 @@ import io
 import json
 import re
 import tarfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -324,19 +323,6 @@ class FeatureCache:
         if not self.index_path.is_file():
             return self.build_index()
         return read_json(self.index_path)
-
-    def cleanup_temps(self, names: Iterable[str] = (), older_than_s: float = 60.0) -> None:
-        """Remove temp files a killed run left: those of ``names`` (our shards) at once, others
-        (index/header) only when older than ``older_than_s`` (a live worker may be writing them)."""
-        mine = {n for name in names for n in (name, name[:-4] + ".json")}
-        now = time.time()
-        for p in self.path.glob(".*.tmp"):
-            target = p.name[1:].rsplit(".", 2)[0]
-            try:
-                if target in mine or now - p.stat().st_mtime > older_than_s:
-                    p.unlink()
-            except OSError:
-                pass
 
     def verify(self) -> list[Problem]:
         """Re-hash every shard the index or a sidecar names; report missing/corrupt ones."""

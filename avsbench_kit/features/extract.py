@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from avsbench_kit.atomic import remove_stale_temps
 from avsbench_kit.errors import ConfigError
 from avsbench_kit.features.base import RUNTIME_KEYS, Encoder, build_encoder
 from avsbench_kit.features.cache import (
@@ -262,7 +263,7 @@ def extract(
     fc = open_cache(manifest, enc, cache_root(home, cache))
     fc.write_header(header_for(manifest, enc, plan, text_field))
     mine = [s for s in plan if s.split in wanted and s.index % total == index]
-    fc.cleanup_temps([s.name for s in mine])
+    remove_stale_temps(fc.path)  # a live worker's temps (same shard given twice) are kept
 
     summary = ExtractSummary(manifest.dataset, enc.registry_name, fc.path,
                              [s for s in splits if s in wanted], (index, total))

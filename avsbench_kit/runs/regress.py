@@ -36,7 +36,19 @@ class RegressionError(AvsKitError):
 
 def direction_for(metric_key: str) -> str:
     metric = metric_key.rsplit("/", 1)[-1]
-    return "lower" if metric in LOWER_IS_BETTER else "higher"
+    return "lower" if metric in LOWER_IS_BETTER or metric.startswith("FPR ") else "higher"
+
+
+def gated_values(record: RunRecord) -> dict[str, float]:
+    """The numbers a golden can hold: the run's metrics (``split/protocol/metric``) and, once
+    `avskit probe` has run, its probe figures at the run's own seed with default parameters
+    (``probes/split/reliance``, ``probes/split/FPR silent``, ...: the leaderboard's columns)."""
+    from avsbench_kit.probes.record import summary
+
+    values = record.flat_metrics()
+    for split, cells in summary(record.probes or [], seed=record.seed).items():
+        values.update({f"probes/{split}/{name}": float(v) for name, v in cells.items()})
+    return values
 
 
 @dataclass
@@ -119,7 +131,7 @@ def load_golden(path: str | Path) -> dict[str, Any]:
 def compare(golden: dict[str, Any], record: RunRecord, *, ignore_provenance: bool = False,
             strict: bool = False) -> RegressResult:
     """Diff every golden metric against the run (and list the run's metrics the golden lacks)."""
-    actual = record.flat_metrics()
+    actual = gated_values(record)
     result = RegressResult(record.run_id, ignore_provenance=ignore_provenance, strict=strict)
     for key, spec in sorted(golden["metrics"].items()):
         value, tol = float(spec["value"]), float(spec["tolerance"])
@@ -148,7 +160,7 @@ def golden_from_record(record: RunRecord, previous: dict[str, Any] | None = None
     (``tolerance`` given: every metric gets it)."""
     old = (previous or {}).get("metrics", {})
     metrics = {}
-    for key, value in record.flat_metrics().items():
+    for key, value in gated_values(record).items():
         spec = old.get(key, {})
         metrics[key] = {
             "value": value,

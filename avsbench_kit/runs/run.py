@@ -9,13 +9,14 @@ test. Re-running an identical command after a crash or a kill resumes the unfini
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from avsbench_kit.atomic import pid_alive, remove_stale_temps
 from avsbench_kit.errors import AvsKitError, ConfigError, NotPreparedError
 from avsbench_kit.registry import did_you_mean
 
@@ -235,16 +236,6 @@ def evaluate(model, manifest, split: str, protocols: list[str], batch_iter: Iter
 LOCK = ".lock"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def find_resumable(store, config_hash: str, dataset_fingerprint: str, mode: str):
     """The newest unfinished run of exactly this config + data whose process is gone."""
     for rec in reversed(store.records()):
@@ -255,7 +246,7 @@ def find_resumable(store, config_hash: str, dataset_fingerprint: str, mode: str)
         lock = store.path(rec.run_id, LOCK)
         if lock.is_file():
             try:
-                if _pid_alive(int(lock.read_text().strip() or 0)):
+                if pid_alive(int(lock.read_text().strip() or 0)):
                     continue  # another process is running it right now
             except ValueError:
                 pass
@@ -375,12 +366,10 @@ def execute_stages(req: RunRequest, home: str | Path | None = None, *, progress:
 def execute(req: RunRequest, home: str | Path | None = None, *, progress: bool = True,
             say: Callable[[str], None] = print):
     """Run one request end to end; returns the complete :class:`RunRecord`."""
-    from avsbench_kit import __version__
     from avsbench_kit.config import config_hash
     from avsbench_kit.data.datasets import DATASETS
     from avsbench_kit.device import resolve_device
-    from avsbench_kit.provenance import git_sha
-    from avsbench_kit.runs.record import RunRecord, iso, new_run_id, utc_now
+    from avsbench_kit.runs.record import iso, utc_now
     from avsbench_kit.runs.store import RunStore
     from avsbench_kit.runs.trainer import TrainConfig, Trainer, init_distributed
 
@@ -422,24 +411,14 @@ def execute(req: RunRequest, home: str | Path | None = None, *, progress: bool =
     chash = config_hash(record_cfg)
     store = RunStore(home)
     record = None
+    held = contextlib.ExitStack()  # rank 0 holds the run's lock until the record is final
     if dist.main:
-        record = find_resumable(store, chash, manifest.fingerprint, req.mode) if req.resume else None
-        if record is not None:
-            quiet(f"resuming run {record.run_id} from its last checkpoint")
-            record.status = "running"
-            record.notes.append(f"resumed at {iso(utc_now())}")
-        else:
-            record = RunRecord(
-                run_id=new_run_id(chash, seed), baseline=req.baseline, dataset=req.dataset, seed=seed,
-                config=record_cfg, config_hash=chash, config_name=req.config, mode=req.mode, task=spec.task,
-                overrides=list(req.overrides), dataset_fingerprint=manifest.fingerprint,
-                features=feature_fingerprints(requests),
-                toolkit_version=__version__, git_sha=git_sha(), created_utc=iso(utc_now()),
-                hardware=hardware(dist.world, device, tcfg.precision),
-            )
-            store.create(record)
-            quiet(f"run {record.run_id} ({store.run_dir(record.run_id)})")
-        store.path(record.run_id, LOCK).write_text(str(os.getpid()))
+        try:
+            record = _open_record(store, held, req, record_cfg, chash, manifest, requests, seed, spec, dist,
+                                  device, tcfg, quiet)
+        except BaseException:
+            held.close()
+            raise
     run_dir = Path(_share(str(store.run_dir(record.run_id)) if record else None, dist, None))
     elapsed_before = record.wall_time_s if record else 0.0
     try:
@@ -509,8 +488,40 @@ def execute(req: RunRequest, home: str | Path | None = None, *, progress: bool =
     finally:
         if record is not None and dist.main:
             store.path(record.run_id, LOCK).unlink(missing_ok=True)
+        held.close()
         if dist.main:
             _leave(dist)
+
+
+def _open_record(store, held, req: RunRequest, record_cfg: dict[str, Any], chash: str, manifest, requests: list,
+                 seed: int, spec, dist, device, tcfg, quiet):
+    """Take the run's lock (``held``), then resume the unfinished run of this config + data or
+    create a new record; marks it as this process's."""
+    from avsbench_kit import __version__
+    from avsbench_kit.provenance import git_sha
+    from avsbench_kit.runs.record import RunRecord, iso, new_run_id, utc_now
+
+    held.enter_context(store.exclusive(f"{chash[:16]}-{manifest.fingerprint[:16]}-{req.mode.replace('+', '_')}",
+                                       f"baseline={req.baseline} dataset={req.dataset} seed={seed}"))
+    record = find_resumable(store, chash, manifest.fingerprint, req.mode) if req.resume else None
+    if record is not None:
+        quiet(f"resuming run {record.run_id} from its last checkpoint")
+        remove_stale_temps(store.run_dir(record.run_id), recursive=True)  # what the killed process was writing
+        record.status = "running"
+        record.notes.append(f"resumed at {iso(utc_now())}")
+    else:
+        record = RunRecord(
+            run_id=new_run_id(chash, seed), baseline=req.baseline, dataset=req.dataset, seed=seed,
+            config=record_cfg, config_hash=chash, config_name=req.config, mode=req.mode, task=spec.task,
+            overrides=list(req.overrides), dataset_fingerprint=manifest.fingerprint,
+            features=feature_fingerprints(requests),
+            toolkit_version=__version__, git_sha=git_sha(), created_utc=iso(utc_now()),
+            hardware=hardware(dist.world, device, tcfg.precision),
+        )
+        store.create(record)
+        quiet(f"run {record.run_id} ({store.run_dir(record.run_id)})")
+    store.path(record.run_id, LOCK).write_text(str(os.getpid()))
+    return record
 
 
 def _augmenter(cfg: dict[str, Any], requests: list, seed: int):

@@ -6,13 +6,16 @@ the run is going, and a complete record is never overwritten — a new run gets 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from avsbench_kit.atomic import atomic_path, write_json
+from avsbench_kit.atomic import atomic_path, owner_tag, shared_mode, write_json
 from avsbench_kit.errors import AvsKitError, DataError
 from avsbench_kit.home import data_home
 from avsbench_kit.runs.record import RunRecord
@@ -25,6 +28,12 @@ LAST_CKPT = "last.pt"
 
 class RunNotFoundError(AvsKitError):
     """An unknown or ambiguous run id (prefix)."""
+
+
+class RunBusyError(AvsKitError):
+    """The same run (config + data + mode) is being run by another live process."""
+
+    exit_code = 6
 
 
 @dataclass
@@ -55,18 +64,56 @@ class RunStore:
 
     # -- writing -------------------------------------------------------------------------------
     def create(self, record: RunRecord) -> Path:
-        """Make the run directory (exclusively; a clash gets a ``-2``, ``-3`` ... suffix) and save."""
+        """Make the run directory with its record in one rename (a kill never leaves a run
+        directory without ``record.json``); a clash gets a ``-2``, ``-3`` ... suffix."""
         self.root.mkdir(parents=True, exist_ok=True)
         base, n = record.run_id, 1
-        while True:
-            try:
-                os.mkdir(self.run_dir(record.run_id))
-                break
-            except FileExistsError:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{base}.{owner_tag()}.", suffix=".tmp", dir=self.root))
+        try:
+            tmp.chmod(shared_mode(directory=True))  # mkdtemp gives 0700
+            while True:
+                if not self.run_dir(record.run_id).exists():
+                    record.files.setdefault("record", RECORD)
+                    write_json(tmp / RECORD, record.to_dict())
+                    try:
+                        os.rename(tmp, self.run_dir(record.run_id))  # refused over a non-empty directory
+                        break
+                    except OSError:
+                        if not self.run_dir(record.run_id).exists():
+                            raise  # not a clash: a real error (read-only, disk full)
                 n += 1
                 record.run_id = f"{base}-{n}"
-        self._write(record)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
         return self.run_dir(record.run_id)
+
+    @contextlib.contextmanager
+    def exclusive(self, key: str, what: str) -> Iterator[None]:
+        """Hold the lock ``runs/.locks/<key>.lock`` (``flock``: the kernel drops it when the
+        holder exits or is killed, so a crash never leaves it stuck). Two identical `avskit run`
+        commands would otherwise both resume, or both start, the same run; the second one is
+        refused with the first one's pid."""
+        import fcntl
+
+        locks = self.root / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        path = locks / f"{key}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, shared_mode())
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "?"
+                raise RunBusyError(
+                    f"an identical run ({what}) is already in progress in {self.root} (pid {holder})",
+                    hint="wait for it to finish (re-running then resumes or repeats it), or change the "
+                         "seed/config for a separate run") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def save(self, record: RunRecord) -> None:
         """Rewrite a running record atomically; a complete record on disk is never replaced."""

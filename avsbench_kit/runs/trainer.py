@@ -249,8 +249,33 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
     from avsbench_kit.atomic import atomic_path
 
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        sink = _WriteErrors(f)
+        try:
+            torch.save(payload, sink)
+        except RuntimeError:
+            if sink.error is not None:  # torch reports a full disk as "unexpected pos": say ENOSPC
+                raise sink.error from None
+            raise
+
+
+class _WriteErrors:
+    """A file wrapper that remembers the OSError of a failed write: torch's zip writer turns it
+    into a RuntimeError without the errno, so a full disk would look like a bug."""
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
