@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import shutil
 from pathlib import Path
@@ -271,8 +272,8 @@ def test_rows_are_converted_once_and_returned_as_fresh_copies(s4, tmp_path):
     """rows() caches the DataFrame -> records conversion per df, but a caller that edits a row
     (or a list in it) never changes what the next caller gets; a replaced df is re-read."""
     m = prepare("avsbench-s4", s4, home=tmp_path / "home")
-    direct = [{k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in r.items()}
-              for r in m.df[m.df["split"] == "test"].to_dict("records")]
+    direct = copy.deepcopy([{k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in r.items()}
+                            for r in m.df[m.df["split"] == "test"].to_dict("records")])
     first = m.rows("test")
     assert first == direct and [r["split"] for r in first] == ["test", "test"]
     first[0]["frames"].append("edited")
