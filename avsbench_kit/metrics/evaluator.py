@@ -58,14 +58,15 @@ class AvssStats:
 
 
 def binary_stats(logits: torch.Tensor, gt: torch.Tensor, j_logit_threshold: float, need_fg: bool = False,
-                 raw_f: bool = False) -> BinaryStats:
+                 raw_f: bool = False, check_finite: bool = False) -> BinaryStats:
     """Statistics of one sample's scored frames (``[T,H,W]`` logits and GT).
 
     Binary GT: one fused pass (:func:`~avsbench_kit.metrics.functional.frame_histograms`) gives
     the F buckets, the J decision and the S decision of every pixel. Soft GT: official float ops.
     ``raw_f`` adds the F curves of raw logits (protocols with ``f_on_raw_logits``).
+    ``check_finite`` raises :class:`~avsbench_kit.metrics.functional.NonFiniteLogits` on NaN/±inf.
     """
-    st = _binary_stats(logits, gt, j_logit_threshold, need_fg)
+    st = _binary_stats(logits, gt, j_logit_threshold, need_fg, check_finite)
     if raw_f:
         raw = Fn.as_frames(logits, "logits")
         tp, pp = Fn.raw_pr_curve_counts(raw, gt)
@@ -74,7 +75,8 @@ def binary_stats(logits: torch.Tensor, gt: torch.Tensor, j_logit_threshold: floa
     return st
 
 
-def _binary_stats(logits: torch.Tensor, gt: torch.Tensor, j_logit_threshold: float, need_fg: bool) -> BinaryStats:
+def _binary_stats(logits: torch.Tensor, gt: torch.Tensor, j_logit_threshold: float, need_fg: bool,
+                  check_finite: bool = False) -> BinaryStats:
     raw = Fn.as_frames(logits, "logits")
     g = Fn.as_frames(gt, "gt")
     if g.shape != raw.shape:
@@ -84,6 +86,8 @@ def _binary_stats(logits: torch.Tensor, gt: torch.Tensor, j_logit_threshold: flo
     gb = Fn.binary_mask(g)
     if gb is None:
         x = Fn._logits(raw)
+        if check_finite and not bool(torch.isfinite(x).all()):
+            raise Fn.NonFiniteLogits("NaN or ±inf logits")
         iou = Fn.frame_iou(x, g, j_logit_threshold)
         tp, pp = Fn.pr_curve_counts(x, g)
         ng, pos = Fn.gt_stats(g)
@@ -93,7 +97,7 @@ def _binary_stats(logits: torch.Tensor, gt: torch.Tensor, j_logit_threshold: flo
     extras = (j_logit_threshold,) if (same or not need_fg) else (j_logit_threshold, C.LOGIT_GT_HALF)
     # everything below runs on a few thousand integers: numpy, whose per-call cost is a fraction
     # of torch's (a dozen torch calls here were a third of a 10-frame 256x256 sample's time)
-    h = Fn.frame_histograms(raw, gb, extras).numpy()  # [T, E, 2, 256]: key bit 0 = J, bit 1 = S
+    h = Fn.frame_histograms(raw, gb, extras, check_finite).numpy()  # [T, E, 2, 256]: key bit 0 = J, bit 1 = S
     by_bits = h.sum(-1)  # [T, E, 2]
     cg = by_bits[:, :, 1].sum(1)
     cp = by_bits[:, 1::2].sum((1, 2))
@@ -360,8 +364,10 @@ class Evaluator:
         self._rows: list[dict[str, Any]] = []
         self._frames = 0
 
-    def sample_stats(self, pred: torch.Tensor, gt: Any, annotated: Optional[Sequence[bool]] = None):
-        """The per-frame statistics of one sample (pure: may run in worker threads)."""
+    def sample_stats(self, pred: torch.Tensor, gt: Any, annotated: Optional[Sequence[bool]] = None,
+                     check_finite: bool = False):
+        """The per-frame statistics of one sample (pure: may run in worker threads).
+        ``check_finite`` (binary tasks): raise ``NonFiniteLogits`` on NaN/±inf logits."""
         gt = torch.as_tensor(gt)
         n = gt.shape[0]
         keep = None if annotated is None else torch.as_tensor(np.asarray(annotated, dtype=bool))
@@ -376,7 +382,7 @@ class Evaluator:
             pred, gt = pred[keep], gt[keep]
         # S (the foreground count) is reported on null splits only: elsewhere it would cost a pass
         st = binary_stats(pred, gt, self.j_threshold, need_fg=self.family == "refavs" and self.null_split,
-                          raw_f=self.raw_f)
+                          raw_f=self.raw_f, check_finite=check_finite)
         if st.frames == 0:
             raise ValueError("no scored frame")
         st.clip = self._clip_values(st)  # here, in the worker thread, rather than in add()
@@ -710,16 +716,23 @@ def evaluate_predictions(
                 resized += changed
                 out.append(arr)
             stacked = _stack_reused(out)
-        if not P.all_finite(stacked):  # one check per sample; name the first bad frame
-            for k in frames:
-                with _naming(row["sample_key"], k):
-                    P.load_binary(files[k])
-        return stacked, gt, encoded
+        return stacked, gt, encoded  # NaN/inf: checked by the kernel (sample_stats(check_finite=True))
+
+    def name_nonfinite(row: dict[str, Any]) -> None:
+        """Raise the DataError naming the first prediction file of ``row`` with NaN/inf logits."""
+        files = index.files[row["sample_key"]]
+        for k in _required_frames(row):
+            with _naming(row["sample_key"], k):
+                P.load_binary(files[k])
+        raise DataError(f"sample {row['sample_key']}: NaN or ±inf logits", hint="logits must be finite")
 
     def work(row: dict[str, Any]):
         pr, gt, encoded = load_sample(row)
         try:
-            return _on_cpu(ev.sample_stats(torch.from_numpy(pr).to(target), torch.from_numpy(gt).to(target))), encoded
+            return _on_cpu(ev.sample_stats(torch.from_numpy(pr).to(target), torch.from_numpy(gt).to(target),
+                                           check_finite=task != "avss")), encoded
+        except Fn.NonFiniteLogits:
+            name_nonfinite(row)
         except ValueError as exc:
             raise DataError(f"sample {row['sample_key']}: {exc}", hint="check the prediction files of this sample") from exc
 
