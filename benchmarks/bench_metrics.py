@@ -372,9 +372,12 @@ def bench_gt_e2e(which: str, scale: float, keep: bool) -> None:
             a["_samples"].equals(b["_samples"]) for a, b in zip(png, cached))
         tree = sum(f.stat().st_size for f in (manifest.root / "gt").rglob("*.png"))
         cache_bytes = GC.GtCache(manifest, task, home).size_bytes()
-        print(f"  PNG path   {png_s:6.1f} s wall {png_cpu:6.1f} CPU-s (load {png_load:.1f})")
-        print(f"  cache path {cache_s:6.1f} s wall {cache_cpu:6.1f} CPU-s (load {cache_load:.1f})   "
-              f"x{png_s / cache_s:.1f} wall; metrics {'identical' if same else 'DIFFER'}")
+        print(f"  PNG path   {png_s:6.1f} s wall {png_cpu:6.1f} CPU-s (load {png_load:.1f}), "
+              f"{png_cpu / total * 1e3:.1f} ms CPU per sample")
+        print(f"  cache path {cache_s:6.1f} s wall {cache_cpu:6.1f} CPU-s (load {cache_load:.1f}), "
+              f"{cache_cpu / total * 1e3:.1f} ms CPU per sample; CPU-s / 2 = {cache_cpu / 2:.1f} s "
+              f"(the wall time two idle cores would need)   x{png_s / cache_s:.1f} wall; "
+              f"metrics {'identical' if same else 'DIFFER'}")
         print(f"  cache build (once per prepared dataset): {build_s:.1f} s wall, {build_cpu:.1f} CPU-s; "
               f"cache {cache_bytes / 1e6:.1f} MB vs PNG tree {tree / 1e6:.1f} MB ({cache_bytes / tree:.2f}x)")
         for r in cached:
@@ -388,7 +391,8 @@ def bench_gt_e2e(which: str, scale: float, keep: bool) -> None:
                          cpu_s={"png": png_cpu, "cache": cache_cpu, "build": build_cpu}))
         if target is not None:
             print(f"  target: full Ref-AVS test_s + test_u under {target:g} s wall on an idle 2-core machine: "
-                  f"{cache_s:.1f} s at load {cache_load:.1f} -> {'MET' if cache_s < target else 'MISSED'} | {ENV_TAG}")
+                  f"{cache_s:.1f} s at load {cache_load:.1f} -> {'MET' if cache_s < target else 'MISSED'}"
+                  f"{'' if cache_s < target or cache_load < 1.5 else ' (not an idle machine: see CPU-s / 2)'} | {ENV_TAG}")
     finally:
         if keep:
             print(f"  kept {tmp}")
@@ -441,6 +445,10 @@ def main() -> None:
         missed = [r for r in judged if r["verdict"] == "MISSED"]
         print(f"\ntargets ({ENV_TAG}):")
         for r in judged:
+            if "cpu_s" in r:  # end to end: the target is a wall time, not a ratio
+                print(f"  {r['workload']:<10} {'GT cache path, wall':<22} {r['toolkit_s']:6.1f} s  target <{r['target']:g} s "
+                      f"(CPU-s / 2 = {r['cpu_s']['cache'] / 2:.1f} s, {r['note']})  {r['verdict']}")
+                continue
             print(f"  {r['workload']:<10} {r['metric']:<22} x{r['ratio']:7.1f}  target >=x{r['target']:g}  {r['verdict']}")
         print(f"  {len(judged) - len(missed)}/{len(judged)} MET" + (f"; MISSED: {len(missed)}" if missed else ""))
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")

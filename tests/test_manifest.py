@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import shutil
 from pathlib import Path
@@ -265,3 +266,21 @@ def test_edited_parquet_is_refused_at_load(s4, tmp_path):
     with pytest.raises(DataError, match="does not match the fingerprint in manifest.json") as err:
         load_manifest("avsbench-s4", home=home)
     assert "manifest.parquet" in err.value.message and manifest.fingerprint
+
+
+def test_rows_are_converted_once_and_returned_as_fresh_copies(s4, tmp_path):
+    """rows() caches the DataFrame -> records conversion per df, but a caller that edits a row
+    (or a list in it) never changes what the next caller gets; a replaced df is re-read."""
+    m = prepare("avsbench-s4", s4, home=tmp_path / "home")
+    direct = copy.deepcopy([{k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in r.items()}
+                            for r in m.df[m.df["split"] == "test"].to_dict("records")])
+    first = m.rows("test")
+    assert first == direct and [r["split"] for r in first] == ["test", "test"]
+    first[0]["frames"].append("edited")
+    first[0]["sample_key"] = "edited"
+    assert m.rows("test") == direct
+    assert [r["sample_key"] for r in m.rows()] == m.df["sample_key"].tolist()
+    m.df = m.df[m.df["split"] != "train"].reset_index(drop=True)
+    assert "train" not in {r["split"] for r in m.rows()}
+    with pytest.raises(DataError, match="no split 'train'"):
+        m.rows("train")

@@ -199,6 +199,24 @@ def test_bad_arrays(s4, capsys, tmp_path: Path, bad: np.ndarray, needle: str) ->
     assert code == 3 and "clip02/4.npy" in err and needle in err
 
 
+@pytest.mark.parametrize("value,needle", [(np.nan, "NaN"), (np.inf, "inf"), (-np.inf, "inf")])
+def test_non_finite_float16_logits_name_the_file(s4, capsys, tmp_path: Path, value: float, needle: str) -> None:
+    """float16 folders are read straight into the sample buffer and checked for NaN/inf inside the
+    F kernel's table look-up: the error still names the file; a float32 frame among float16 ones
+    (the file-by-file path) scores as before."""
+    home, rows, gts = s4
+    folder = tmp_path / "pred"
+    write_preds(folder, rows, [np.where(g > 0, 2.0, -2.0).astype(np.float16) for g in gts])
+    args = ["--dataset", "synth-s4", "--split", "test", "--pred", str(folder), "--home", str(home)]
+    np.save(folder / "clip01" / "0.npy", np.where(gts[1][0] > 0, 2.0, -2.0).astype(np.float32))
+    assert run(capsys, *args)[0] == 0
+    bad = np.where(gts[4][3] > 0, 2.0, -2.0).astype(np.float16)
+    bad[5, 7] = value
+    np.save(folder / "clip04" / "3.npy", bad)
+    code, _, err = run(capsys, *args)
+    assert code == 3 and "clip04/3.npy" in err and needle in err
+
+
 def test_corrupt_file(s4, capsys, tmp_path: Path) -> None:
     home, rows, gts = s4
     folder = _logit_folder(tmp_path, rows, gts)

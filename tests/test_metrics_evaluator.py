@@ -164,3 +164,24 @@ def test_evaluator_keeps_no_logits() -> None:
 def test_mixed_families_rejected() -> None:
     with pytest.raises(ValueError):
         Evaluator(["avsbench-v1", "refavs-v1"], "test")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_protocols_share_one_pass_over_the_pixels(monkeypatch, dtype) -> None:
+    """Official + clip protocols in one evaluator: one histogram pass per sample feeds both, and
+    each protocol's numbers and per-sample rows equal those of an evaluator running it alone."""
+    preds, gts = make_clips(7, 10, 32, 32, seed=5)
+    preds = [p.to(dtype) for p in preds]
+    both = run(["refavs-v1", "refavs-clip-v1"], "test_s", preds, gts)
+    calls = []
+    kernel = Fn.frame_histograms
+    monkeypatch.setattr(Fn, "frame_histograms", lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    again = run(["refavs-v1", "refavs-clip-v1"], "test_s", preds, gts)
+    assert len(calls) == len(preds) and again.metrics == both.metrics
+    for name in ("refavs-v1", "refavs-clip-v1"):
+        alone = run(name, "test_s", preds, gts)
+        assert alone.metrics[name] == both.metrics[name]
+        cols = [c for c in alone.samples.columns if not c.startswith("batch[")]
+        assert alone.samples[cols].equals(both.samples[cols])
+    official = R.refavs_test([p.float() for p in preds], gts)
+    assert both.metrics["refavs-v1"]["J"] == official["J"] and both.metrics["refavs-v1"]["F"] == official["F"]

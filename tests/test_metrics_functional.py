@@ -115,6 +115,41 @@ def test_extra_decision_bits(dtype) -> None:
         assert torch.equal(h[:, on, 1].sum((1, 2)), (direct & g.reshape(4, -1)).sum(1))
 
 
+@pytest.mark.parametrize("chunk", [64, 500, 1 << 18])
+def test_float16_histograms_across_chunks(monkeypatch, chunk: int) -> None:
+    """The float16 path (int16 table keys, one bincount per frame) gives the float32 path's
+    histograms when a chunk holds several frames, one frame, or part of a frame."""
+    x = CASES["boundary"](7, 18, 21, 31).half()
+    g = blobs(7, 18, 21, 32) > 0
+    cases = [(C.LOGIT_GT_0_4, C.LOGIT_GT_HALF), (C.LOGIT_GT_0_4,), ()]
+    want = [Fn.frame_histograms(x.float(), g, ex) for ex in cases]  # float32 path, default chunks
+    monkeypatch.setattr(Fn, "_CHUNK", chunk)
+    for ex, w in zip(cases, want):
+        got = Fn.frame_histograms(x, g, ex)
+        assert got.shape == (7, 1 << len(ex), 2, 256) and int(got.sum()) == 7 * 18 * 21
+        assert torch.equal(got, w)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_check_finite_flags_nan_and_inf(dtype) -> None:
+    """check_finite=True raises on NaN / ±inf (free on the float16 table path) and changes nothing
+    for finite logits; without it NaN counts in bucket 0 (passes no threshold), as officially."""
+    x = CASES["soft"](3, 16, 16, 41).to(dtype)
+    g = blobs(3, 16, 16, 42) > 0
+    ex = (C.LOGIT_GT_0_4,)
+    assert torch.equal(Fn.frame_histograms(x, g, ex, check_finite=True), Fn.frame_histograms(x, g, ex))
+    for value in (float("nan"), float("inf"), float("-inf")):
+        y = x.clone()
+        y[2, 3, 4] = value
+        with pytest.raises(Fn.NonFiniteLogits, match="NaN or ±inf"):
+            Fn.frame_histograms(y, g, ex, check_finite=True)
+    y = x.clone()
+    y[1, 0, 0] = float("nan")
+    h = Fn.frame_histograms(y, g, ex)
+    moved = h - Fn.frame_histograms(x, g, ex)
+    assert int(moved[1].abs().sum()) == 2 and int(moved[1, 0, int(g[1, 0, 0]), 0]) == 1
+
+
 def test_batched_reference_mask_iou_equals_loop() -> None:
     x = CASES["soft"](9, 16, 16, 27)
     g = blobs(9, 16, 16, 28)

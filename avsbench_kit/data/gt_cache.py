@@ -171,7 +171,10 @@ class GtCache:
     def open(self, split: str) -> SplitData:
         """The split's data; call :meth:`status` first (this trusts the files)."""
         arrays = {name: np.load(self.file(split, name), mmap_mode="r", allow_pickle=False) for name in _FILES}
-        return SplitData(arrays["data"], np.asarray(arrays["index"]), np.asarray(arrays["samples"]), self.task)
+        # a plain ndarray view of the mapping: slicing an np.memmap runs a Python __array_finalize__
+        # per slice (one per frame decoded)
+        return SplitData(arrays["data"].view(np.ndarray), np.asarray(arrays["index"]), np.asarray(arrays["samples"]),
+                         self.task)
 
     def write(self, split: str, samples: Iterable[list[tuple[int, bytes, tuple[int, int]]]]) -> dict[str, Any]:
         """Record the split from its samples' encoded frames (:func:`encode_sample`, manifest order).

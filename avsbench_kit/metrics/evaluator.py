@@ -41,6 +41,7 @@ class BinaryStats:
     fg: torch.Tensor  # int64 [T]: pixels with sigmoid > 0.5 (Ref-AVS S)
     pixels: int  # pixels of all T frames
     raw_curves: Optional[torch.Tensor] = None  # float32 [T, 255]: F curves on raw logits (no sigmoid)
+    clip: Optional[dict[str, float]] = None  # the sample's own J / F / S (set by Evaluator.sample_stats)
 
     @property
     def frames(self) -> int:
@@ -57,14 +58,15 @@ class AvssStats:
 
 
 def binary_stats(logits: torch.Tensor, gt: torch.Tensor, j_logit_threshold: float, need_fg: bool = False,
-                 raw_f: bool = False) -> BinaryStats:
+                 raw_f: bool = False, check_finite: bool = False) -> BinaryStats:
     """Statistics of one sample's scored frames (``[T,H,W]`` logits and GT).
 
     Binary GT: one fused pass (:func:`~avsbench_kit.metrics.functional.frame_histograms`) gives
     the F buckets, the J decision and the S decision of every pixel. Soft GT: official float ops.
     ``raw_f`` adds the F curves of raw logits (protocols with ``f_on_raw_logits``).
+    ``check_finite`` raises :class:`~avsbench_kit.metrics.functional.NonFiniteLogits` on NaN/±inf.
     """
-    st = _binary_stats(logits, gt, j_logit_threshold, need_fg)
+    st = _binary_stats(logits, gt, j_logit_threshold, need_fg, check_finite)
     if raw_f:
         raw = Fn.as_frames(logits, "logits")
         tp, pp = Fn.raw_pr_curve_counts(raw, gt)
@@ -73,7 +75,8 @@ def binary_stats(logits: torch.Tensor, gt: torch.Tensor, j_logit_threshold: floa
     return st
 
 
-def _binary_stats(logits: torch.Tensor, gt: torch.Tensor, j_logit_threshold: float, need_fg: bool) -> BinaryStats:
+def _binary_stats(logits: torch.Tensor, gt: torch.Tensor, j_logit_threshold: float, need_fg: bool,
+                  check_finite: bool = False) -> BinaryStats:
     raw = Fn.as_frames(logits, "logits")
     g = Fn.as_frames(gt, "gt")
     if g.shape != raw.shape:
@@ -83,6 +86,8 @@ def _binary_stats(logits: torch.Tensor, gt: torch.Tensor, j_logit_threshold: flo
     gb = Fn.binary_mask(g)
     if gb is None:
         x = Fn._logits(raw)
+        if check_finite and not bool(torch.isfinite(x).all()):
+            raise Fn.NonFiniteLogits("NaN or ±inf logits")
         iou = Fn.frame_iou(x, g, j_logit_threshold)
         tp, pp = Fn.pr_curve_counts(x, g)
         ng, pos = Fn.gt_stats(g)
@@ -90,23 +95,23 @@ def _binary_stats(logits: torch.Tensor, gt: torch.Tensor, j_logit_threshold: flo
         return BinaryStats(iou.cpu(), Fn.frame_f_curves(tp, pp, ng), pos, fg, pixels)
     same = j_logit_threshold == C.LOGIT_GT_HALF
     extras = (j_logit_threshold,) if (same or not need_fg) else (j_logit_threshold, C.LOGIT_GT_HALF)
-    h = Fn.frame_histograms(raw, gb, extras)  # [T, E, 2, 256]
+    # everything below runs on a few thousand integers: numpy, whose per-call cost is a fraction
+    # of torch's (a dozen torch calls here were a third of a 10-frame 256x256 sample's time)
+    h = Fn.frame_histograms(raw, gb, extras, check_finite).numpy()  # [T, E, 2, 256]: key bit 0 = J, bit 1 = S
     by_bits = h.sum(-1)  # [T, E, 2]
-    bits = torch.arange(by_bits.shape[1], device=by_bits.device)
-    j_on = (bits & 1) > 0
-    cp = by_bits[:, j_on].sum((1, 2))
-    ci = by_bits[:, j_on, 1].sum(1)
     cg = by_bits[:, :, 1].sum(1)
+    cp = by_bits[:, 1::2].sum((1, 2))
+    ci = by_bits[:, 1::2, 1].sum(1)
     iou = Fn.iou_from_counts(cp, cg, ci, pixels // max(n, 1))
     if need_fg:
-        fg_on = j_on if same else (bits & 2) > 0
-        fg = by_bits[:, fg_on].sum((1, 2))
+        fg = cp if same else by_bits[:, 2:].sum((1, 2))
     else:
-        fg = torch.zeros(n, dtype=torch.int64)
+        fg = np.zeros(n, dtype=np.int64)
     hk = h.sum(1)  # [T, 2, 256]
     tp = Fn.tail_sums(hk[:, 1])
     pp = Fn.tail_sums(hk[:, 0] + hk[:, 1])
-    return BinaryStats(iou, Fn.frame_f_curves(tp, pp, cg), cg > 0, fg, pixels)
+    return BinaryStats(torch.from_numpy(np.asarray(iou)), Fn.frame_f_curves(tp, pp, cg), torch.from_numpy(cg > 0),
+                       torch.from_numpy(fg), pixels)
 
 
 def avss_stats(pred: torch.Tensor, gt: torch.Tensor, pad_to: Optional[int],
@@ -353,13 +358,16 @@ class Evaluator:
         self.raw_f = any(p.f_on_raw_logits for p in self.protocols)
         if any(p.j_logit_threshold != self.j_threshold for p in self.protocols):
             raise ValueError("protocols with different J thresholds cannot share an evaluator")
+        self._need_s = self.null_split or any("S" in m for m in self.metrics.values())
         self.pad_to = self.protocols[0].pad_frames_to
         self.num_classes = int(num_classes)
         self._rows: list[dict[str, Any]] = []
         self._frames = 0
 
-    def sample_stats(self, pred: torch.Tensor, gt: Any, annotated: Optional[Sequence[bool]] = None):
-        """The per-frame statistics of one sample (pure: may run in worker threads)."""
+    def sample_stats(self, pred: torch.Tensor, gt: Any, annotated: Optional[Sequence[bool]] = None,
+                     check_finite: bool = False):
+        """The per-frame statistics of one sample (pure: may run in worker threads).
+        ``check_finite`` (binary tasks): raise ``NonFiniteLogits`` on NaN/±inf logits."""
         gt = torch.as_tensor(gt)
         n = gt.shape[0]
         keep = None if annotated is None else torch.as_tensor(np.asarray(annotated, dtype=bool))
@@ -374,10 +382,20 @@ class Evaluator:
             pred, gt = pred[keep], gt[keep]
         # S (the foreground count) is reported on null splits only: elsewhere it would cost a pass
         st = binary_stats(pred, gt, self.j_threshold, need_fg=self.family == "refavs" and self.null_split,
-                          raw_f=self.raw_f)
+                          raw_f=self.raw_f, check_finite=check_finite)
         if st.frames == 0:
             raise ValueError("no scored frame")
+        st.clip = self._clip_values(st)  # here, in the worker thread, rather than in add()
         return st
+
+    def _clip_values(self, st: BinaryStats) -> dict[str, float]:
+        """The sample's own metric call: J (mask_iou), F (max-F over its GT-positive frames), S."""
+        pos = Fn._np(st.positive)
+        return {
+            "J": Fn.mean_iou_of_call(st.iou).item(),
+            "F": Fn.max_f(Fn._np(st.curves)[pos]) if pos.any() else float("nan"),
+            "S": Fn.s_from_counts(int(st.fg.sum()), st.pixels) if self._need_s else float("nan"),
+        }
 
     def add(self, sample_key: str, st: Union[BinaryStats, AvssStats]) -> dict[str, Any]:
         """Feed one sample's statistics, in manifest order; returns its per-sample row."""
@@ -391,12 +409,8 @@ class Evaluator:
                 row[f"batch[{name}]"] = acc.batch_index
                 acc.add(st)
         else:
-            clip = {
-                "J": Fn.mean_iou_of_call(st.iou).item(),
-                "F": Fn.max_f(st.curves[st.positive]) if bool(st.positive.any()) else float("nan"),
-                "S": Fn.s_from_counts(int(st.fg.sum()), st.pixels),
-            }
-            row.update(frames=st.frames, positive_frames=int(st.positive.sum()))
+            clip = st.clip if st.clip is not None else self._clip_values(st)
+            row.update(frames=st.frames, positive_frames=int(Fn._np(st.positive).sum()))
             if self.family == "avsbench":
                 row.update({"mIoU": clip["J"], "F": clip["F"]})
             elif self.null_split:
@@ -480,18 +494,22 @@ def ordered_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 2
 _stack_buffers = threading.local()
 
 
-def _stack_reused(arrays: list) -> np.ndarray:
-    """``np.stack`` into a per-thread buffer that is reused from sample to sample (fresh multi-MB
-    arrays cost page faults). The result is only valid until this thread's next call."""
-    dtype = np.result_type(*arrays)
-    shape = (len(arrays), *arrays[0].shape)
+def _reused_buffer(dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """An array of ``shape`` in a per-thread buffer reused from sample to sample (fresh multi-MB
+    arrays cost page faults). Only valid until this thread's next call."""
+    dtype = np.dtype(dtype)
     size = int(np.prod(shape))
     key = dtype.str
     buf = getattr(_stack_buffers, key, None)
     if buf is None or buf.size < size:
         buf = np.empty(size, dtype)
         setattr(_stack_buffers, key, buf)
-    out = buf[:size].reshape(shape)
+    return buf[:size].reshape(shape)
+
+
+def _stack_reused(arrays: list) -> np.ndarray:
+    """``np.stack`` into :func:`_reused_buffer` (same lifetime rule)."""
+    out = _reused_buffer(np.result_type(*arrays), (len(arrays), *arrays[0].shape))
     for i, a in enumerate(arrays):
         out[i] = a
     return out
@@ -688,24 +706,33 @@ def evaluate_predictions(
                     arr = Fn.avss_class_map(torch.from_numpy(arr).unsqueeze(0))[0].numpy()
                 out.append(arr)
             return np.stack(out), gt, encoded
-        out = []
-        for k in frames:
-            with _naming(row["sample_key"], k):
-                arr = P.load_binary(files[k], check_finite=False)
-                arr, changed = P.fit_size(arr, size, files[k], resize, scored_as)
-            resized += changed
-            out.append(arr)
-        stacked = _stack_reused(out)
-        if not P.all_finite(stacked):  # one check per sample; name the first bad frame
-            for k, arr in zip(frames, out):
+        stacked = P.read_logit_frames([files[k] for k in frames], size, _reused_buffer)
+        if stacked is None:  # not all plain float16/float32 .npy at the scored size: file by file
+            out = []
+            for k in frames:
                 with _naming(row["sample_key"], k):
-                    P.load_binary(files[k])
-        return stacked, gt, encoded
+                    arr = P.load_binary(files[k], check_finite=False)
+                    arr, changed = P.fit_size(arr, size, files[k], resize, scored_as)
+                resized += changed
+                out.append(arr)
+            stacked = _stack_reused(out)
+        return stacked, gt, encoded  # NaN/inf: checked by the kernel (sample_stats(check_finite=True))
+
+    def name_nonfinite(row: dict[str, Any]) -> None:
+        """Raise the DataError naming the first prediction file of ``row`` with NaN/inf logits."""
+        files = index.files[row["sample_key"]]
+        for k in _required_frames(row):
+            with _naming(row["sample_key"], k):
+                P.load_binary(files[k])
+        raise DataError(f"sample {row['sample_key']}: NaN or ±inf logits", hint="logits must be finite")
 
     def work(row: dict[str, Any]):
         pr, gt, encoded = load_sample(row)
         try:
-            return _on_cpu(ev.sample_stats(torch.from_numpy(pr).to(target), torch.from_numpy(gt).to(target))), encoded
+            return _on_cpu(ev.sample_stats(torch.from_numpy(pr).to(target), torch.from_numpy(gt).to(target),
+                                           check_finite=task != "avss")), encoded
+        except Fn.NonFiniteLogits:
+            name_nonfinite(row)
         except ValueError as exc:
             raise DataError(f"sample {row['sample_key']}: {exc}", hint="check the prediction files of this sample") from exc
 

@@ -158,7 +158,15 @@ def frame_iou(logits: torch.Tensor, gt: torch.Tensor, logit_threshold: float = C
 
 def iou_from_counts(cp: torch.Tensor, cg: torch.Tensor, ci: torch.Tensor, num_pixels: int) -> torch.Tensor:
     """Per-frame float32 IoU from exact counts (predicted, GT, intersection), official rules:
-    empty GT -> true negatives / (H·W); else I / (U + 1e-7), all in float32."""
+    empty GT -> true negatives / (H·W); else I / (U + 1e-7), all in float32. numpy counts give
+    a numpy result (the same IEEE float32 operations)."""
+    if not isinstance(cp, torch.Tensor):
+        import numpy as np
+
+        empty = cg == 0
+        inter = np.where(empty, num_pixels - cp, ci).astype(np.float32)
+        union = np.where(empty, num_pixels, cp + cg - ci).astype(np.float32)
+        return inter / (union + np.float32(C.MIOU_EPS))
     empty = cg == 0
     inter = torch.where(empty, num_pixels - cp, ci).to(torch.float32)
     union = torch.where(empty, torch.full_like(cp, num_pixels), cp + cg - ci).to(torch.float32)
@@ -247,6 +255,13 @@ class _Workspace(threading.local):
         if getattr(self, "idx", None) is None or self.idx.size < n:
             self.idx = np.empty(max(n, _CHUNK), dtype=np.intp)
         return self.idx[:n]
+
+    def key16_buffer(self, n: int):
+        import numpy as np
+
+        if getattr(self, "k16", None) is None or self.k16.size < n:
+            self.k16 = np.empty(max(n, _CHUNK), dtype=np.int16)
+        return self.k16[:n]
 
 
 _ws = _Workspace()
@@ -338,33 +353,66 @@ def _flat_true(mask):
 
 
 _ONE_EPS = torch.full((1,), 1 + _EPS_U)  # float32(1 + eps)
-_half_luts: dict[tuple[float, ...], Any] = {}
+_half_luts: dict[tuple[tuple[float, ...], bool], Any] = {}
 
 
-def _half_lut(extras: tuple[float, ...]):
-    """int32 numpy table: key (bucket + extra bits) of every float16 bit pattern, computed exactly."""
-    if extras not in _half_luts:
+class NonFiniteLogits(ValueError):
+    """A NaN or ±inf logit where the caller asked for finite ones (``check_finite=True``)."""
+
+
+def _half_lut(extras: tuple[float, ...], mark_nonfinite: bool = False):
+    """int16 numpy table over every float16 bit pattern: ``2·(bucket + 256·[x >= extras[0]] +
+    512·[x >= extras[1]])``, computed exactly; the GT bit goes into the low bit afterwards.
+    (int16 keys halve the memory traffic of the gather and of the histogram input.)
+    ``mark_nonfinite``: NaN/±inf patterns get a key past the histogram instead, so the finite
+    check costs nothing (``bincount`` returns a longer row)."""
+    if (extras, mark_nonfinite) not in _half_luts:
         import numpy as np
 
         bits = np.arange(65536, dtype=np.uint32).astype(np.uint16)
         x = torch.from_numpy(bits.view(np.float16).astype(np.float32))
         keys = exact_buckets(x).to(torch.int32)
         for k, t in enumerate(extras):
-            keys += (x >= t).to(torch.int32) * (512 << k)
-        _half_luts[extras] = keys.numpy()
-    return _half_luts[extras]
+            keys += (x >= t).to(torch.int32) * (256 << k)
+        keys *= 2
+        if mark_nonfinite:
+            keys[~torch.isfinite(x)] = 512 << len(extras)
+        _half_luts[extras, mark_nonfinite] = keys.to(torch.int16).numpy()
+    return _half_luts[extras, mark_nonfinite]
 
 
-def _chunk_keys_half(xc: torch.Tensor, extras: tuple[float, ...]) -> torch.Tensor:
-    """Same keys as :func:`_chunk_keys` for float16 logits, by table look-up (exact by construction)."""
+def _half_histograms(xf: torch.Tensor, g8: torch.Tensor, extras: tuple[float, ...],
+                     check_finite: bool = False) -> torch.Tensor:
+    """:func:`frame_histograms` of float16 logits ``[N, P]`` on the CPU (``g8``: uint8 GT ``[N, P]``).
+
+    Per chunk: float16 bits -> intp (numpy's fastest gather wants intp indices), one table
+    gather into int16 keys, the GT bit added in place, one ``bincount`` per frame — no
+    frame-offset pass and no int32 temporaries (1.2-1.4x faster than the int32 pipeline it
+    replaced, docs/metrics.md "End to end")."""
     import numpy as np
 
-    x = xc.reshape(-1)
-    _, keys, _ = _ws.buffers(x.numel())
-    idx = _ws.index_buffer(x.numel())  # intp indices + mode="clip": numpy's fastest gather
-    np.copyto(idx, x.numpy().view(np.uint16), casting="unsafe")
-    np.take(_half_lut(extras), idx, out=keys.numpy(), mode="clip")
-    return keys
+    n, p = xf.shape
+    width = 512 << len(extras)
+    lut = _half_lut(extras, check_finite)
+    bits = xf.numpy().view(np.uint16)
+    gt = g8.numpy()
+    rows: list[Any] = [None] * n  # per-frame counts (a frame wider than a chunk adds up its pieces)
+    for s, e, p0, p1 in _chunks(n, p):
+        m, q = e - s, p1 - p0
+        idx = _ws.index_buffer(m * q)
+        keys = _ws.key16_buffer(m * q)
+        np.copyto(idx.reshape(m, q), bits[s:e, p0:p1], casting="unsafe")
+        np.take(lut, idx, out=keys, mode="clip")
+        np.add(keys.reshape(m, q), gt[s:e, p0:p1], out=keys.reshape(m, q), casting="unsafe")
+        kt = torch.from_numpy(keys)
+        for f in range(m):
+            counts = torch.bincount(kt[f * q:(f + 1) * q], minlength=width)
+            if counts.shape[0] > width:
+                raise NonFiniteLogits(f"frame {s + f} has NaN or ±inf logits")
+            rows[s + f] = counts if rows[s + f] is None else rows[s + f] + counts
+    hist = torch.stack(rows) if n else torch.zeros(0, width, dtype=torch.int64)
+    # key = GT + 2·bucket + 512·(extra bits)  ->  [N, 2**E, 256, 2] -> [N, 2**E, 2, 256]
+    return hist.view(n, 1 << len(extras), 256, 2).transpose(2, 3).contiguous()
 
 
 def _add_gt_and_frames(keys: torch.Tensor, g8: torch.Tensor, m: int, width: int) -> None:
@@ -404,12 +452,15 @@ def _frame_offsets(m: int, p: int, width: int) -> torch.Tensor:
     return _offsets[key]
 
 
-def frame_histograms(logits: torch.Tensor, gt: torch.Tensor, extras: Sequence[float] = ()) -> torch.Tensor:
+def frame_histograms(logits: torch.Tensor, gt: torch.Tensor, extras: Sequence[float] = (),
+                     check_finite: bool = False) -> torch.Tensor:
     """Per-frame pixel counts ``[N, 2**E, 2, 256]`` by (extra decisions, GT, bucket), binary GT.
 
     Bucket j = number of F thresholds the logit passes (0..255); extra decision k is
     ``x >= extras[k]`` (e.g. the mIoU / J / S foreground rules). One pass over the pixels gives
     everything the binary metrics need. float16 logits use an exact 65536-entry table.
+    ``check_finite``: raise :class:`NonFiniteLogits` on a NaN/±inf logit (free for float16 on the
+    CPU; otherwise one extra pass); without it NaN counts in bucket 0, as in the official code.
     """
     extras = _check_extras(extras)
     raw = as_frames(logits, "logits")
@@ -429,11 +480,15 @@ def frame_histograms(logits: torch.Tensor, gt: torch.Tensor, extras: Sequence[fl
     g8 = gb.reshape(n, p).contiguous().view(torch.uint8)
     width = 512 << len(extras)
     host = _host(x)
+    if host and half:
+        return _half_histograms(xf, g8, extras, check_finite)
+    if check_finite and not bool(torch.isfinite(x).all()):
+        raise NonFiniteLogits("NaN or ±inf logits")
     hist = torch.zeros(n, width, dtype=torch.int64, device=x.device)
     for s, e, p0, p1 in _chunks(n, p):
         m = e - s
         if host:
-            keys = (_chunk_keys_half if half else _chunk_keys)(xf[s:e, p0:p1], extras)
+            keys = _chunk_keys(xf[s:e, p0:p1], extras)
             _add_gt_and_frames(keys, g8[s:e, p0:p1], m, width)
         else:
             keys = _portable_keys(xf[s:e, p0:p1], g8[s:e, p0:p1], extras)
