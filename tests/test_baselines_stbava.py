@@ -231,6 +231,36 @@ def test_sparse_prompt_is_the_fused_audio_token_repeated(monkeypatch) -> None:
     assert seen["dense"].shape == seen["embed"].shape and not torch.equal(seen["dense"], seen["embed"])
 
 
+
+def test_sam2_decode_goes_through_the_layer_with_the_models_own_pe(monkeypatch) -> None:
+    """The SAM2 path calls the layer's decode_embeddings (dense prompt + ST-BAVA's visual PE) and
+    gives what SAM2's mask decoder gives when called with the same inputs by hand."""
+    m = build("backbone=sam2", "visual_pe.source=random").eval()
+    batch = make_batch()
+    calls = []
+    layer_call = m.backbone.sam.decode_embeddings
+    monkeypatch.setattr(m.backbone.sam, "decode_embeddings",
+                        lambda *a, **k: calls.append(k) or layer_call(*a, **k))
+    with torch.no_grad():
+        embed, extras = m.backbone.encode(batch, None)
+        rows, cols = torch.tensor([0, 1]), torch.tensor([0, 2])
+        g = torch.Generator().manual_seed(3)
+        sparse = torch.randn(2, 2, C, generator=g)
+        dense = torch.randn(2, C, *embed.shape[-2:], generator=g)
+        pe = m.visual_pe(*embed.shape[-2:]).unsqueeze(0)
+        low, ious = m.backbone.decode(embed, extras, rows, cols, sparse, dense, pe)
+        feats, t = extras
+        from avsbench_kit.models.sam2 import ImageFeatures
+        picked = ImageFeatures(tuple(level[rows * t + cols] for level in feats.levels), feats.projected)
+        image_embed, high_res = m.backbone.sam.decoder_inputs(picked)
+        ref_low, ref_ious, _, _ = m.backbone.sam.mask_decoder(
+            image_embeddings=image_embed, image_pe=pe, sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense, multimask_output=True, repeat_image=False,
+            high_res_features=high_res)
+    assert len(calls) == 1 and calls[0]["dense"] is dense and calls[0]["image_pe"] is pe
+    assert not torch.allclose(pe, m.backbone.sam.prompt_encoder.get_dense_pe())  # its own PE is used
+    assert torch.equal(low, ref_low.float()) and torch.equal(ious, ref_ious.float())
+
 def test_config_errors_are_one_line() -> None:
     with pytest.raises(ConfigError, match="trains"):
         build("trains=[fusion,encoder]")
