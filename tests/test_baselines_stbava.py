@@ -285,6 +285,20 @@ def test_paper_presets_name_the_missing_weights(preset: str) -> None:
                                                 else (False, ["fusion", "audio_proj", "decoder"]))
 
 
+
+def test_cpu_sam2_presets_read_the_sam2_cache_then_run_the_encoder_for_the_adapters() -> None:
+    """cpu-sam2 (stage 1) reads the 128 px sam2_image cache with the decoder's skip levels (an 8x8
+    grid); cpu-sam2-stage2 must run Hiera on frames, since the adapters prompt every block."""
+    stage1 = STBAVAModel.from_config(load_config("stbava", "cpu-sam2", TINY))
+    (req,) = [r for r in stage1.feature_requests() if "sam2_image" in str(r)]
+    assert not stage1.needs_frames and stage1.backbone.sam.image_size == 128
+    assert "image_size=128" in str(req) and "levels=[conv_s0,conv_s1,fpn2]" in str(req)
+    assert stage1.backbone.cache_projected() and stage1.adapters is None
+    stage2 = STBAVAModel.from_config(load_config("stbava", "cpu-sam2-stage2", TINY))
+    assert stage2.needs_frames and stage2.adapters is not None and stage2.backbone.kind == "sam2"
+    assert not any("sam2_image" in str(r) for r in stage2.feature_requests())
+    assert {n.split(".")[0] for n, p in stage2.named_parameters() if p.requires_grad} == {"adapters", "backbone"}
+
 def test_layers_per_task_follow_the_paper() -> None:
     cfg = load_config("stbava", "paper-stage1", ["sam.size=small", "image_size=64"])
     assert STBAVAModel.from_config({**cfg, "task": "s4"}).layers == 5
