@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from avsbench_kit.errors import ConfigError
+from avsbench_kit.models.sam2 import ImageFeatures
 from baselines.configs import load_config
 from baselines.stbava.fusion import STBAVA, MultiHeadAttention, STBAVABlock, TemporalAttention
 from baselines.stbava.model import STBAVAModel
@@ -250,7 +251,6 @@ def test_sam2_decode_goes_through_the_layer_with_the_models_own_pe(monkeypatch) 
         pe = m.visual_pe(*embed.shape[-2:]).unsqueeze(0)
         low, ious = m.backbone.decode(embed, extras, rows, cols, sparse, dense, pe)
         feats, t = extras
-        from avsbench_kit.models.sam2 import ImageFeatures
         picked = ImageFeatures(tuple(level[rows * t + cols] for level in feats.levels), feats.projected)
         image_embed, high_res = m.backbone.sam.decoder_inputs(picked)
         ref_low, ref_ious, _, _ = m.backbone.sam.mask_decoder(
