@@ -46,7 +46,8 @@ def register(registry) -> None:
     registry.add_spec(BaselineSpec(
         name="stbava", target="baselines.stbava.model:STBAVAModel", tasks=("s4", "ms3"),
         modalities=("audio", "image"), paper=_STBAVA_PAPER,
-        presets=("cpu-small", "cpu-small-stage2", "paper-stage1", "paper-stage2"), config_dir="stbava",
+        presets=("cpu-small", "cpu-small-stage2", "cpu-sam2", "cpu-sam2-stage2", "paper-stage1",
+                 "paper-stage2"), config_dir="stbava",
         tiny=("image_size=32", "output_size=32", "layers=1"),
         description="SAM ViT (or SAM2) + spatio-temporal bidirectional audio-visual attention, two stages"))
     registry.add_spec(BaselineSpec(

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from avsbench_kit.errors import ConfigError
+from avsbench_kit.models.sam2 import ImageFeatures
 from baselines.configs import load_config
 from baselines.stbava.fusion import STBAVA, MultiHeadAttention, STBAVABlock, TemporalAttention
 from baselines.stbava.model import STBAVAModel
@@ -231,6 +232,35 @@ def test_sparse_prompt_is_the_fused_audio_token_repeated(monkeypatch) -> None:
     assert seen["dense"].shape == seen["embed"].shape and not torch.equal(seen["dense"], seen["embed"])
 
 
+
+def test_sam2_decode_goes_through_the_layer_with_the_models_own_pe(monkeypatch) -> None:
+    """The SAM2 path calls the layer's decode_embeddings (dense prompt + ST-BAVA's visual PE) and
+    gives what SAM2's mask decoder gives when called with the same inputs by hand."""
+    m = build("backbone=sam2", "visual_pe.source=random").eval()
+    batch = make_batch()
+    calls = []
+    layer_call = m.backbone.sam.decode_embeddings
+    monkeypatch.setattr(m.backbone.sam, "decode_embeddings",
+                        lambda *a, **k: calls.append(k) or layer_call(*a, **k))
+    with torch.no_grad():
+        embed, extras = m.backbone.encode(batch, None)
+        rows, cols = torch.tensor([0, 1]), torch.tensor([0, 2])
+        g = torch.Generator().manual_seed(3)
+        sparse = torch.randn(2, 2, C, generator=g)
+        dense = torch.randn(2, C, *embed.shape[-2:], generator=g)
+        pe = m.visual_pe(*embed.shape[-2:]).unsqueeze(0)
+        low, ious = m.backbone.decode(embed, extras, rows, cols, sparse, dense, pe)
+        feats, t = extras
+        picked = ImageFeatures(tuple(level[rows * t + cols] for level in feats.levels), feats.projected)
+        image_embed, high_res = m.backbone.sam.decoder_inputs(picked)
+        ref_low, ref_ious, _, _ = m.backbone.sam.mask_decoder(
+            image_embeddings=image_embed, image_pe=pe, sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense, multimask_output=True, repeat_image=False,
+            high_res_features=high_res)
+    assert len(calls) == 1 and calls[0]["dense"] is dense and calls[0]["image_pe"] is pe
+    assert not torch.allclose(pe, m.backbone.sam.prompt_encoder.get_dense_pe())  # its own PE is used
+    assert torch.equal(low, ref_low.float()) and torch.equal(ious, ref_ious.float())
+
 def test_config_errors_are_one_line() -> None:
     with pytest.raises(ConfigError, match="trains"):
         build("trains=[fusion,encoder]")
@@ -254,6 +284,20 @@ def test_paper_presets_name_the_missing_weights(preset: str) -> None:
     assert (cfg["adapters"], cfg["trains"]) == ((True, ["adapters", "decoder"]) if preset == "paper-stage2"
                                                 else (False, ["fusion", "audio_proj", "decoder"]))
 
+
+
+def test_cpu_sam2_presets_read_the_sam2_cache_then_run_the_encoder_for_the_adapters() -> None:
+    """cpu-sam2 (stage 1) reads the 128 px sam2_image cache with the decoder's skip levels (an 8x8
+    grid); cpu-sam2-stage2 must run Hiera on frames, since the adapters prompt every block."""
+    stage1 = STBAVAModel.from_config(load_config("stbava", "cpu-sam2", TINY))
+    (req,) = [r for r in stage1.feature_requests() if "sam2_image" in str(r)]
+    assert not stage1.needs_frames and stage1.backbone.sam.image_size == 128
+    assert "image_size=128" in str(req) and "levels=[conv_s0,conv_s1,fpn2]" in str(req)
+    assert stage1.backbone.cache_projected() and stage1.adapters is None
+    stage2 = STBAVAModel.from_config(load_config("stbava", "cpu-sam2-stage2", TINY))
+    assert stage2.needs_frames and stage2.adapters is not None and stage2.backbone.kind == "sam2"
+    assert not any("sam2_image" in str(r) for r in stage2.feature_requests())
+    assert {n.split(".")[0] for n, p in stage2.named_parameters() if p.requires_grad} == {"adapters", "backbone"}
 
 def test_layers_per_task_follow_the_paper() -> None:
     cfg = load_config("stbava", "paper-stage1", ["sam.size=small", "image_size=64"])

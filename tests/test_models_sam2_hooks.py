@@ -151,6 +151,18 @@ def test_dense_prompt_replaces_no_mask_embed(sam, frames) -> None:
     assert (other.masks - plain.masks).abs().max() > 1e-4
 
 
+
+def test_image_pe_defaults_to_the_prompt_encoders_and_can_be_replaced(sam, frames) -> None:
+    embed, high_res = sam.decoder_inputs(frames[0])
+    with torch.no_grad():
+        plain = sam.decode_embeddings(embed, high_res)
+        same = sam.decode_embeddings(embed, high_res, image_pe=sam.prompt_encoder.get_dense_pe().clone())
+        other = sam.decode_embeddings(embed, high_res, image_pe=_rand(1, 256, 8, 8, seed=5))
+    assert _same(_outputs(plain), _outputs(same))
+    assert (other.masks - plain.masks).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="image_pe must be"):
+        sam.decode_embeddings(embed, high_res, image_pe=torch.zeros(1, 256, 4, 4))
+
 # ---- propagation ------------------------------------------------------------------------------
 def test_propagation_without_hooks_is_sams_own_tracker_bit_for_bit(sam, clip) -> None:
     """Against ``SAM2Base.track_step`` (SAM2's own per-frame tracking step), frame 0 conditioning,

@@ -298,6 +298,7 @@ class SAM2Wrapper(nn.Module):
     def decode_embeddings(self, image_embed: torch.Tensor, high_res: list[torch.Tensor],
                           extra_sparse: torch.Tensor | None = None, *,
                           dense: torch.Tensor | None = None,
+                          image_pe: torch.Tensor | None = None,
                           points: tuple[torch.Tensor, torch.Tensor] | None = None,
                           injection: Injection | None = None, multimask: bool = True,
                           output_size: int | tuple[int, int] | None = None,
@@ -306,6 +307,8 @@ class SAM2Wrapper(nn.Module):
 
         ``extra_sparse`` [N,K,256] is concatenated after the prompt encoder's sparse output (empty
         for points=None); ``dense`` [N,256,h,w] replaces ``no_mask_embed`` as the dense prompt;
+        ``image_pe`` [1,256,h,w] replaces the prompt encoder's grid encoding (for methods that own
+        their positional encoding, e.g. ST-BAVA's ``visual_pe``);
         ``injection`` is added to the embeddings and inside the two-way transformer. With
         ``multimask`` the mask of highest predicted IoU is chosen. ``apply_object_score`` replaces
         masks of "no object" frames by -1024 like SAM2's tracker (off by default: it blocks
@@ -327,7 +330,11 @@ class SAM2Wrapper(nn.Module):
                 raise ValueError(f"dense prompt must be {list(image_embed.shape)}, got "
                                  f"{list(dense.shape)}")
             no_mask = dense.to(image_embed.dtype)
-        image_pe = self.prompt_encoder.get_dense_pe()
+        if image_pe is None:
+            image_pe = self.prompt_encoder.get_dense_pe()
+        elif tuple(image_pe.shape) != (1, *image_embed.shape[1:]):
+            raise ValueError(f"image_pe must be [1, {', '.join(map(str, image_embed.shape[1:]))}], got "
+                             f"{list(image_pe.shape)}")
         if injection is None or not (injection.keys or injection.tokens):
             low, ious, tokens, obj = self.mask_decoder(
                 image_embeddings=image_embed, image_pe=image_pe, sparse_prompt_embeddings=sparse,

@@ -161,8 +161,6 @@ class SAM2Backbone(_Backbone):
         idx = rows * t + cols
         picked = ImageFeatures(tuple(level[idx] for level in feats.levels), feats.projected)
         image_embed, high_res = self.sam.decoder_inputs(picked)
-        low, ious, _, _ = self.sam.mask_decoder(
-            image_embeddings=image_embed, image_pe=pe, sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense, multimask_output=True, repeat_image=False,
-            high_res_features=high_res)
-        return low.float(), ious.float()
+        out = self.sam.decode_embeddings(image_embed, high_res, sparse, dense=dense, image_pe=pe,
+                                         multimask=True)
+        return out.low_res_multimasks, out.ious.float()
