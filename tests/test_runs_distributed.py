@@ -40,7 +40,8 @@ def home(tmp_path_factory) -> Path:
 
 def _records(home: Path) -> dict[str, dict]:
     root = home / "runs"
-    return {p.name: json.loads((p / "record.json").read_text()) for p in root.iterdir()} if root.is_dir() else {}
+    return {p.name: json.loads((p / "record.json").read_text()) for p in root.iterdir()
+            if not p.name.startswith(".")} if root.is_dir() else {}  # runs/.locks holds the run locks
 
 
 @pytest.mark.slow
