@@ -405,22 +405,26 @@ class Evaluator:
         st = binary_stats(pred, gb, self.j_threshold, need_fg=self.family == "refavs" and self.null_split,
                           raw_f=self.raw_f, check_finite=check_finite)
         per_frame = st.pixels // st.frames
+        fs = Fn.max_f_per_sample(st.curves, st.positive, lengths)  # the samples' own F, vectorised
         out, a = [], 0
-        for n in lengths:
+        for n, f in zip(lengths, fs):
             b = a + n
             one = BinaryStats(st.iou[a:b], st.curves[a:b], st.positive[a:b], st.fg[a:b], n * per_frame,
                               None if st.raw_curves is None else st.raw_curves[a:b])
-            one.clip = self._clip_values(one)
+            one.clip = self._clip_values(one, f)
             out.append(one)
             a = b
         return out
 
-    def _clip_values(self, st: BinaryStats) -> dict[str, float]:
-        """The sample's own metric call: J (mask_iou), F (max-F over its GT-positive frames), S."""
-        pos = Fn._np(st.positive)
+    def _clip_values(self, st: BinaryStats, f: Optional[float] = None) -> dict[str, float]:
+        """The sample's own metric call: J (mask_iou), F (max-F over its GT-positive frames; ``f``
+        when the caller computed it already), S."""
+        if f is None:
+            pos = Fn._np(st.positive)
+            f = Fn.max_f(Fn._np(st.curves)[pos]) if pos.any() else float("nan")
         return {
             "J": Fn.mean_iou_of_call(st.iou).item(),
-            "F": Fn.max_f(Fn._np(st.curves)[pos]) if pos.any() else float("nan"),
+            "F": f,
             "S": Fn.s_from_counts(int(st.fg.sum()), st.pixels) if self._need_s else float("nan"),
         }
 

@@ -598,6 +598,32 @@ def max_f(curves: torch.Tensor) -> float:
     return float((acc / np.float32(k)).max())
 
 
+def max_f_per_sample(curves, positive, lengths: Sequence[int]) -> list[float]:
+    """``[max_f(c[pos]) for each sample]`` (NaN for a sample without GT-positive frames) for the
+    concatenated frames of several samples (``lengths`` frames each), bit for bit: the float32
+    running sums go frame position by frame position for all samples at once, each sample adding
+    only its GT-positive frames, in frame order — the same additions as its own cumulative sum."""
+    import numpy as np
+
+    c, pos = _np(curves), _np(positive).astype(bool)
+    n = len(lengths)
+    t = max(lengths) if n else 0
+    starts = np.cumsum([0] + list(lengths[:-1])).astype(np.int64)
+    acc = np.zeros((n, c.shape[1]), dtype=np.float32)
+    seen = np.zeros(n, dtype=np.int64)
+    lens = np.asarray(lengths, dtype=np.int64)
+    for j in range(t):
+        live = j < lens
+        rows = starts[live] + j
+        add = live.copy()
+        add[live] = pos[rows]
+        if add.any():
+            acc[add] = acc[add] + c[starts[add] + j]
+            seen += add
+    out = (acc / np.maximum(seen, 1).astype(np.float32)[:, None]).max(1) if t else np.zeros(0, np.float32)
+    return [float(v) if k else float("nan") for v, k in zip(out.tolist(), seen.tolist())]
+
+
 def avs_fscore(logits: torch.Tensor, gt: torch.Tensor) -> float:
     """AVSBench ``Eval_Fmeasure`` of one call: beta^2 = 0.3, 255 thresholds, curve averaged over
     the GT-positive frames of the call, then max."""
