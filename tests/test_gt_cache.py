@@ -210,3 +210,16 @@ def test_group_decode_equals_sample_decode_and_joins_without_a_copy() -> None:
     group = mixed.group([0, 1])
     assert [g.dtype for g in group] == [bool, np.float32]
     assert np.array_equal(group[1], grey) and np.array_equal(group[0], samples[0])
+
+
+def test_evaluator_rereads_a_manifest_only_when_its_files_change(tmp_path: Path) -> None:
+    from avsbench_kit.metrics.evaluator import _manifest
+
+    home = tmp_path / "home"
+    make_dataset(home, "synth-s4", "s4", "test", n=4, t=5, size=24)
+    first = _manifest("synth-s4", home)
+    assert _manifest("synth-s4", home) is first  # test_s then test_u: one load
+    make_dataset(home, "synth-s4", "s4", "test", n=3, t=5, size=24, seed=4)  # re-prepared
+    second = _manifest("synth-s4", home)
+    assert second is not first and second.fingerprint != first.fingerprint and len(second.rows("test")) == 3
+    assert second.fingerprint == load_manifest("synth-s4", home).fingerprint
