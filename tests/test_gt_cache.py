@@ -180,17 +180,7 @@ def test_group_decode_equals_sample_decode_and_joins_without_a_copy() -> None:
     grey = rng.integers(0, 256, (2, 24, 40)).astype(np.float32) / np.float32(255)
 
     def split_of(gts, task):
-        frames = [GC.encode_sample(g, task) for g in gts]
-        payloads, index, starts = [], [], [0]
-        offset = 0
-        for enc in frames:
-            for kind, payload, shape in enc:
-                index.append((offset, len(payload), kind, *shape))
-                payloads.append(payload)
-                offset += len(payload)
-            starts.append(len(index))
-        return GC.SplitData(np.frombuffer(b"".join(payloads), np.uint8), np.asarray(index, np.int64),
-                            np.asarray(starts, np.int64), task)
+        return GC.SplitData(**GC.pack(GC.encode_sample(g, task) for g in gts), task=task)
 
     data = split_of(samples, "refavs")
     for positions in ([0, 1, 2, 3], [3, 0], [2]):

@@ -142,6 +142,23 @@ class SplitData:
         return out
 
 
+def pack(samples: Iterable[list[tuple[int, bytes, tuple[int, int]]]]) -> dict[str, np.ndarray]:
+    """The ``data`` / ``index`` / ``samples`` arrays of a split from its samples' encoded frames."""
+    payloads: list[bytes] = []
+    index: list[tuple[int, int, int, int, int]] = []
+    starts = [0]
+    offset = 0
+    for frames in samples:
+        for kind, payload, shape in frames:
+            index.append((offset, len(payload), kind, *shape))
+            payloads.append(payload)
+            offset += len(payload)
+        starts.append(len(index))
+    return {"data": np.frombuffer(b"".join(payloads), dtype=np.uint8),
+            "index": np.asarray(index, dtype=np.int64).reshape(-1, 5),
+            "samples": np.asarray(starts, dtype=np.int64)}
+
+
 class GtCache:
     """The GT cache of one prepared manifest (see the module docstring)."""
 
@@ -208,21 +225,9 @@ class GtCache:
         The compressed payloads of one split are held in memory until written (about 1.3 kB per
         256x256 binary frame: ~50 MB for Ref-AVS test_s + test_u)."""
         rows = self.manifest.rows(split)
-        payloads: list[bytes] = []
-        index: list[tuple[int, int, int, int, int]] = []
-        starts = [0]
-        offset = 0
-        for frames in samples:
-            for kind, payload, shape in frames:
-                index.append((offset, len(payload), kind, *shape))
-                payloads.append(payload)
-                offset += len(payload)
-            starts.append(len(index))
-        if len(starts) - 1 != len(rows):
-            raise ValueError(f"{len(starts) - 1} GT samples for the {len(rows)} rows of {split}")
-        arrays = {"data": np.frombuffer(b"".join(payloads), dtype=np.uint8),
-                  "index": np.asarray(index, dtype=np.int64).reshape(-1, 5),
-                  "samples": np.asarray(starts, dtype=np.int64)}
+        arrays = pack(samples)
+        if len(arrays["samples"]) - 1 != len(rows):
+            raise ValueError(f"{len(arrays['samples']) - 1} GT samples for the {len(rows)} rows of {split}")
         self.path.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(self.path)  # what a killed writer left
         files = {}
