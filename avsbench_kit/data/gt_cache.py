@@ -237,7 +237,7 @@ class GtCache:
                     np.lib.format.write_array(f, array, allow_pickle=False)
             path = self.file(split, name)
             files[name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
-        record = {"samples": len(rows), "frames": len(index), "keys_sha256": self._keys_digest(split), "files": files}
+        record = {"samples": len(rows), "frames": len(arrays["index"]), "keys_sha256": self._keys_digest(split), "files": files}
         header, problem = self._header()
         if header is None:
             header = {"format": FORMAT, "format_version": FORMAT_VERSION, "codec": CODEC, "task": self.task,
