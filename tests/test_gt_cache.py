@@ -169,3 +169,47 @@ def test_bad_mode_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     code, _, err = run(capsys, "--dataset", "synth-s4", "--split", "test", "--pred", "gt", "--home", str(home),
                        "--gt-cache", "sometimes")
     assert code != 0 and "--gt-cache auto, rebuild or off" in err
+
+
+def test_group_decode_equals_sample_decode_and_joins_without_a_copy() -> None:
+    from avsbench_kit.metrics.evaluator import _joined
+
+    rng = np.random.default_rng(4)
+    lengths = [3, 1, 4, 2]
+    samples = [rng.random((n, 24, 40)) < 0.4 for n in lengths]
+    grey = rng.integers(0, 256, (2, 24, 40)).astype(np.float32) / np.float32(255)
+
+    def split_of(gts, task):
+        return GC.SplitData(**GC.pack(GC.encode_sample(g, task) for g in gts), task=task)
+
+    data = split_of(samples, "refavs")
+    for positions in ([0, 1, 2, 3], [3, 0], [2]):
+        group = data.group(positions)
+        for got, i in zip(group, positions):
+            want = data.sample(i)
+            assert got.dtype == want.dtype == bool and np.array_equal(got, want)
+            assert np.array_equal(got, samples[i])
+        joined = _joined(group)
+        assert np.array_equal(joined, np.concatenate([samples[i] for i in positions]))
+        assert np.shares_memory(joined, group[0])  # adjacent views: no copy
+    # views of two different groups (or copies) are joined by copying
+    a, b = data.group([0])[0].copy(), data.group([1])[0]
+    assert np.array_equal(_joined([a, b]), np.concatenate([a, b])) and not np.shares_memory(_joined([a, b]), a)
+    # a group with grey-level frames decodes frame by frame, with the PNG path's dtypes
+    mixed = split_of([samples[0].astype(np.float32), grey], "ms3")
+    group = mixed.group([0, 1])
+    assert [g.dtype for g in group] == [bool, np.float32]
+    assert np.array_equal(group[1], grey) and np.array_equal(group[0], samples[0])
+
+
+def test_evaluator_rereads_a_manifest_only_when_its_files_change(tmp_path: Path) -> None:
+    from avsbench_kit.metrics.evaluator import _manifest
+
+    home = tmp_path / "home"
+    make_dataset(home, "synth-s4", "s4", "test", n=4, t=5, size=24)
+    first = _manifest("synth-s4", home)
+    assert _manifest("synth-s4", home) is first  # test_s then test_u: one load
+    make_dataset(home, "synth-s4", "s4", "test", n=3, t=5, size=24, seed=4)  # re-prepared
+    second = _manifest("synth-s4", home)
+    assert second is not first and second.fingerprint != first.fingerprint and len(second.rows("test")) == 3
+    assert second.fingerprint == load_manifest("synth-s4", home).fingerprint

@@ -185,3 +185,53 @@ def test_protocols_share_one_pass_over_the_pixels(monkeypatch, dtype) -> None:
         assert alone.samples[cols].equals(both.samples[cols])
     official = R.refavs_test([p.float() for p in preds], gts)
     assert both.metrics["refavs-v1"]["J"] == official["J"] and both.metrics["refavs-v1"]["F"] == official["F"]
+
+
+def _same_stats(a, b) -> None:
+    for name in ("iou", "curves", "positive", "fg", "raw_curves"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None) == (y is None), name
+        if x is not None:
+            assert x.dtype == y.dtype and torch.equal(x, y), name
+    assert a.pixels == b.pixels
+    assert a.clip.keys() == b.clip.keys()
+    for k in a.clip:  # NaN (no F, S off) must match NaN
+        assert a.clip[k] == b.clip[k] or (math.isnan(a.clip[k]) and math.isnan(b.clip[k])), k
+
+
+@pytest.mark.parametrize("protocols,split,half", [
+    (["refavs-v1", "refavs-clip-v1"], "test_s", True),
+    (["refavs-v1", "refavs-clip-v1"], "test_n", True),  # S needs the foreground counts
+    (["avsbench-v1", "avsbench-clip-v1"], "test", False),
+    ("avsbench-av2t-v1", "test", True),  # F on raw logits
+])
+def test_group_stats_equal_per_sample_stats(protocols, split, half: bool) -> None:
+    """One kernel pass over the concatenated frames of several samples gives exactly each sample's
+    own statistics (the driver scores a group of samples this way)."""
+    preds, gts = make_clips(5, 6, 24, 20, seed=3)
+    lengths = [6, 2, 6, 1, 4]  # samples with fewer scored frames (unannotated frames dropped)
+    preds = [p[:n].half() if half else p[:n] for p, n in zip(preds, lengths)]
+    gts = [g[:n].bool() for g, n in zip(gts, lengths)]
+    ev = Evaluator(protocols, split)
+    grouped = ev.group_stats(torch.cat(preds), torch.cat(gts), lengths, check_finite=True)
+    assert len(grouped) == len(lengths)
+    for st, p, g in zip(grouped, preds, gts):
+        _same_stats(st, ev.sample_stats(p, g, check_finite=True))
+
+
+def test_group_stats_soft_gt_non_finite_and_bad_lengths() -> None:
+    preds, gts = make_clips(3, 4, 16, 16, seed=5)
+    ev = Evaluator(["avsbench-v1"], "test")
+    soft = [g.clone() for g in gts]
+    soft[2][1, 0, 0] = 0.5
+    assert ev.group_stats(torch.cat(preds), torch.cat(soft), [4, 4, 4]) is None  # scored sample by sample
+    with pytest.raises(ValueError, match="do not split"):
+        ev.group_stats(torch.cat(preds), torch.cat(gts), [4, 4, 3])
+    with pytest.raises(ValueError, match="do not split"):
+        ev.group_stats(torch.cat(preds), torch.cat(gts), [4, 0, 8])
+    bad = torch.cat(preds).half()
+    bad[9, 3, 3] = float("inf")
+    with pytest.raises(Fn.NonFiniteLogits):
+        ev.group_stats(bad, torch.cat(gts), [4, 4, 4], check_finite=True)
+    with pytest.raises(ValueError, match="binary families"):
+        Evaluator(["avss-v1"], "test").group_stats(torch.cat(preds), torch.cat(gts), [4, 4, 4])

@@ -372,3 +372,21 @@ def test_device_generic_path(monkeypatch) -> None:
             assert all(torch.equal(u, v) for u, v in zip(a, b))
         else:
             assert a == b
+
+
+def test_max_f_per_sample_equals_max_f_bit_for_bit() -> None:
+    rng = np.random.default_rng(8)
+    lengths = [10, 1, 7, 10, 3, 10]
+    curves = rng.random((sum(lengths), 255)).astype(np.float32) * np.float32(0.9)  # rounding-sensitive sums
+    positive = rng.random(sum(lengths)) < 0.7
+    positive[10] = False  # the 1-frame sample has no GT-positive frame: NaN
+    positive[11:18] = [False, True, False, False, True, False, True]
+    got = Fn.max_f_per_sample(torch.from_numpy(curves), torch.from_numpy(positive), lengths)
+    starts = np.cumsum([0] + lengths[:-1])
+    for value, a, n in zip(got, starts, lengths):
+        c, p = curves[a:a + n], positive[a:a + n]
+        if p.any():
+            assert value == Fn.max_f(c[p])
+        else:
+            assert math.isnan(value)
+    assert Fn.max_f_per_sample(torch.zeros(0, 255), torch.zeros(0, dtype=torch.bool), []) == []

@@ -388,12 +388,43 @@ class Evaluator:
         st.clip = self._clip_values(st)  # here, in the worker thread, rather than in add()
         return st
 
-    def _clip_values(self, st: BinaryStats) -> dict[str, float]:
-        """The sample's own metric call: J (mask_iou), F (max-F over its GT-positive frames), S."""
-        pos = Fn._np(st.positive)
+    def group_stats(self, pred: torch.Tensor, gt: Any, lengths: Sequence[int],
+                    check_finite: bool = False) -> Optional[list[BinaryStats]]:
+        """``[sample_stats(p_i, g_i) for each sample]`` of consecutive samples whose scored frames
+        are concatenated (``lengths`` frames each), from one kernel pass over all their frames —
+        the per-frame statistics do not depend on which frames share a pass, and per-sample Python
+        work was half of a 10-frame sample's cost. Binary families, binary GT only: returns None
+        when a GT frame is soft (soft GT is scored sample by sample, with the official float ops)."""
+        if self.family == "avss":
+            raise ValueError("group_stats is for the binary families")
+        gb = Fn.binary_mask(Fn.as_frames(torch.as_tensor(gt), "gt"))
+        if gb is None:
+            return None
+        if sum(lengths) != gb.shape[0] or any(n <= 0 for n in lengths):
+            raise ValueError(f"sample lengths {list(lengths)} do not split {gb.shape[0]} frames")
+        st = binary_stats(pred, gb, self.j_threshold, need_fg=self.family == "refavs" and self.null_split,
+                          raw_f=self.raw_f, check_finite=check_finite)
+        per_frame = st.pixels // st.frames
+        fs = Fn.max_f_per_sample(st.curves, st.positive, lengths)  # the samples' own F, vectorised
+        out, a = [], 0
+        for n, f in zip(lengths, fs):
+            b = a + n
+            one = BinaryStats(st.iou[a:b], st.curves[a:b], st.positive[a:b], st.fg[a:b], n * per_frame,
+                              None if st.raw_curves is None else st.raw_curves[a:b])
+            one.clip = self._clip_values(one, f)
+            out.append(one)
+            a = b
+        return out
+
+    def _clip_values(self, st: BinaryStats, f: Optional[float] = None) -> dict[str, float]:
+        """The sample's own metric call: J (mask_iou), F (max-F over its GT-positive frames; ``f``
+        when the caller computed it already), S."""
+        if f is None:
+            pos = Fn._np(st.positive)
+            f = Fn.max_f(Fn._np(st.curves)[pos]) if pos.any() else float("nan")
         return {
             "J": Fn.mean_iou_of_call(st.iou).item(),
-            "F": Fn.max_f(Fn._np(st.curves)[pos]) if pos.any() else float("nan"),
+            "F": f,
             "S": Fn.s_from_counts(int(st.fg.sum()), st.pixels) if self._need_s else float("nan"),
         }
 
@@ -492,6 +523,8 @@ def ordered_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 2
 
 
 _stack_buffers = threading.local()
+#: samples per work unit when no protocol has an official batch (refavs-v1 and avss-v1 batch 4)
+_GROUP = 4
 
 
 def _reused_buffer(dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -505,6 +538,25 @@ def _reused_buffer(dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
         buf = np.empty(size, dtype)
         setattr(_stack_buffers, key, buf)
     return buf[:size].reshape(shape)
+
+
+def _joined(arrays: list) -> np.ndarray:
+    """``np.concatenate(arrays)`` (frames), without a copy when they are adjacent views of one
+    C-contiguous buffer (the GT cache decodes a group that way): a fresh multi-MB array per group
+    cost more in page faults than the copy itself."""
+    first = arrays[0]
+    step = first[0].nbytes if len(first) else 0
+    address = first.__array_interface__["data"][0]
+    adjacent = first.flags.c_contiguous and all(
+        a.flags.c_contiguous and a.dtype == first.dtype and a.shape[1:] == first.shape[1:] and
+        a.__array_interface__["data"][0] == address + step * offset
+        for a, offset in zip(arrays, np.cumsum([0] + [len(a) for a in arrays[:-1]]).tolist())
+    )
+    base = first.base
+    if not (adjacent and step and base is not None and all(a.base is base for a in arrays)):
+        return np.concatenate(arrays)
+    total = sum(len(a) for a in arrays)
+    return np.lib.stride_tricks.as_strided(first, shape=(total, *first.shape[1:]))
 
 
 def _stack_reused(arrays: list) -> np.ndarray:
@@ -585,6 +637,8 @@ def _on_cpu(st: Union[BinaryStats, AvssStats]) -> Union[BinaryStats, AvssStats]:
     """Statistics with every tensor on the CPU (the accumulators sum there, in official order)."""
     from dataclasses import fields
 
+    if st.iou.device.type == "cpu":  # the CPU path: nothing to move
+        return st
     values = {f.name: getattr(st, f.name) for f in fields(st)}
     return type(st)(**{k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in values.items()})
 
@@ -625,7 +679,6 @@ def evaluate_predictions(
     from avsbench_kit.data.datasets import DATASETS
     from avsbench_kit.device import resolve_device
     from avsbench_kit.data import gt_cache as GC
-    from avsbench_kit.data.prepare import load_manifest
     from avsbench_kit.errors import ConfigError, DataError
     from avsbench_kit.metrics import predictions as P
     from avsbench_kit.metrics.protocols import default_protocols
@@ -644,7 +697,7 @@ def evaluate_predictions(
     protocols = [PROTOCOLS.get(n) for n in names]
     for p in protocols:
         p.check_task(dataset, spec.task)
-    manifest = load_manifest(dataset, home)
+    manifest = _manifest(dataset, home)
     rows = manifest.rows(split)
     task = spec.task
     fam = protocols[0].family
@@ -669,9 +722,8 @@ def evaluate_predictions(
     resized = 0
     scored_as = f"{dataset} ({protocols[0].name})"
 
-    def load_sample(row: dict[str, Any]):
-        nonlocal resized
-        gt_all = source.sample(row)
+    def scored_gt(row: dict[str, Any], gt_all: np.ndarray):
+        """(the sample's scored GT frames at the scored size, its cache encoding or None)."""
         try:
             encoded = GC.encode_sample(gt_all, task) if write_cache else None
         except ValueError:  # a frame the codec cannot hold exactly: this pass writes no cache
@@ -684,10 +736,16 @@ def evaluate_predictions(
         if gt.shape[-2:] != size:
             raise DataError(f"GT of sample {row['sample_key']} is {gt.shape[-1]}x{gt.shape[-2]}, expected {size[1]}x{size[0]}",
                             hint=f"re-run `avskit prepare {dataset}`")
+        return gt, encoded
+
+    def load_pred(row: dict[str, Any], gt: np.ndarray):
+        """The sample's predictions for its scored frames (AVSS: plus the padded frames given)."""
+        nonlocal resized
         if reference is not None:
-            return P.reference_prediction(reference, gt, task), gt, encoded
+            return P.reference_prediction(reference, gt, task)
+        size = tuple(gt.shape[-2:])
         files = index.files[row["sample_key"]]
-        frames = [k for k, a in enumerate(keep) if a]
+        frames = _required_frames(row)
         if task == "avss":
             padded = list(range(row["num_frames"], pad_to or 0))
             given = [k for k in padded if k in files]
@@ -705,7 +763,7 @@ def evaluate_predictions(
                 if kind == "logits":
                     arr = Fn.avss_class_map(torch.from_numpy(arr).unsqueeze(0))[0].numpy()
                 out.append(arr)
-            return np.stack(out), gt, encoded
+            return np.stack(out)
         stacked = P.read_logit_frames([files[k] for k in frames], size, _reused_buffer)
         if stacked is None:  # not all plain float16/float32 .npy at the scored size: file by file
             out = []
@@ -716,7 +774,7 @@ def evaluate_predictions(
                 resized += changed
                 out.append(arr)
             stacked = _stack_reused(out)
-        return stacked, gt, encoded  # NaN/inf: checked by the kernel (sample_stats(check_finite=True))
+        return stacked  # NaN/inf: checked by the kernel (sample_stats(check_finite=True))
 
     def name_nonfinite(row: dict[str, Any]) -> None:
         """Raise the DataError naming the first prediction file of ``row`` with NaN/inf logits."""
@@ -726,20 +784,53 @@ def evaluate_predictions(
                 P.load_binary(files[k])
         raise DataError(f"sample {row['sample_key']}: NaN or ±inf logits", hint="logits must be finite")
 
-    def work(row: dict[str, Any]):
-        pr, gt, encoded = load_sample(row)
+    def score_one(row: dict[str, Any], gt: np.ndarray):
+        pr = load_pred(row, gt)
         try:
             return _on_cpu(ev.sample_stats(torch.from_numpy(pr).to(target), torch.from_numpy(gt).to(target),
-                                           check_finite=task != "avss")), encoded
+                                           check_finite=task != "avss"))
         except Fn.NonFiniteLogits:
             name_nonfinite(row)
         except ValueError as exc:
             raise DataError(f"sample {row['sample_key']}: {exc}", hint="check the prediction files of this sample") from exc
 
+    def score_group(group: list[dict[str, Any]], gts: list[np.ndarray]):
+        """Statistics of a group of binary-task samples from one kernel pass (Evaluator.group_stats),
+        or None when the group needs the sample-by-sample path: a prediction file that is not a
+        plain float .npy at the scored size, soft GT, or NaN/inf logits (that path names the file)."""
+        if reference is not None:
+            pr = np.concatenate([P.reference_prediction(reference, g, task) for g in gts])
+        else:
+            paths = [index.files[r["sample_key"]][k] for r in group for k in _required_frames(r)]
+            pr = P.read_logit_frames(paths, tuple(gts[0].shape[-2:]), _reused_buffer)
+            if pr is None:
+                return None
+        gt = _joined(gts)
+        try:
+            stats = ev.group_stats(torch.from_numpy(pr).to(target), torch.from_numpy(gt).to(target),
+                                   [len(g) for g in gts], check_finite=True)
+        except ValueError:  # NonFiniteLogits included: the per-sample path raises the error that names the file
+            return None
+        return None if stats is None else [_on_cpu(st) for st in stats]
+
+    def work(group: list[dict[str, Any]]):
+        prepared = [scored_gt(row, g) for row, g in zip(group, source.samples(group))]
+        gts = [gt for gt, _ in prepared]
+        stats = None
+        if task != "avss" and len(group) > 1 and len({g.shape[1:] for g in gts}) == 1:
+            stats = score_group(group, gts)
+        if stats is None:
+            stats = [score_one(row, gt) for row, gt in zip(group, gts)]
+        return [(st, encoded) for st, (_, encoded) in zip(stats, prepared)]
+
+    # work unit: a group of consecutive samples (an official batch where there is one), so the
+    # per-sample Python glue and the pool's hand-offs are paid once per group
+    per_group = protocols[0].batch_size or _GROUP
+    groups = [complete_rows[i:i + per_group] for i in range(0, len(complete_rows), per_group)]
     encoded_samples: list = []
-    with torch_threads(1):
-        stats = ordered_map(work, complete_rows, workers=workers)
-        for row, (st, encoded) in zip(track(complete_rows, f"eval {dataset} {split}", enabled=progress), stats):
+    with torch_threads(1), _no_cyclic_gc():
+        results = (item for group in ordered_map(work, groups, workers=workers) for item in group)
+        for row, (st, encoded) in zip(track(complete_rows, f"eval {dataset} {split}", enabled=progress), results):
             ev.add(row["sample_key"], st)
             if write_cache:
                 encoded_samples.append(encoded)
@@ -786,6 +877,46 @@ def evaluate_predictions(
         "_samples": result.samples,
     }
     return report
+
+
+_manifests: dict[tuple, Any] = {}
+
+
+def _manifest(dataset: str, home: Any):
+    """The prepared manifest, re-read only when its files changed (same path, size, mtime, inode).
+
+    Evaluating test_s then test_u loaded, parsed and re-fingerprinted the same manifest twice
+    (~0.25 s each at Ref-AVS size, serial). One entry is kept; the evaluator only reads it."""
+    from avsbench_kit.data.datasets import DATASETS
+    from avsbench_kit.data.prepare import load_manifest
+
+    directory = DATASETS.get(dataset).prepared_dir(home)
+    try:
+        key = (str(directory), *((st.st_size, st.st_mtime_ns, st.st_ino)
+                                 for st in (os.stat(directory / name) for name in ("manifest.json", "manifest.parquet"))))
+    except OSError:  # not prepared: load_manifest raises the error that names the prepare command
+        return load_manifest(dataset, home)
+    if key not in _manifests:
+        manifest = load_manifest(dataset, home)
+        _manifests.clear()
+        _manifests[key] = manifest
+    return _manifests[key]
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """No cyclic garbage collection while samples are scored: the loop makes no reference cycles
+    worth collecting, and full collections over the process's objects (torch, pandas, the
+    manifest rows) cost ~0.15 s per Ref-AVS evaluation. Collection resumes afterwards."""
+    import gc
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _cache_notes(source: Any, split: str, write: bool, encoded: list) -> list[str]:
