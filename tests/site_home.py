@@ -62,15 +62,11 @@ def write_fakes(home: Path) -> list[str]:
 
 def make_home(home: Path) -> dict[str, list[str]]:
     """Generate + prepare the tiny S4, run the tiny baseline (2 seeds) and `empty`, add the fakes."""
-    from avsbench_kit.data.prepare import prepare
-    from avsbench_kit.data.synth import generate
-    from avsbench_kit.home import synth_dir
     from avsbench_kit.runs.run import RunRequest, execute
-    from test_runs_run import TINY_SYNTH
+    from synth_home import synth_home
     from tiny_baseline import register_tiny
 
-    generate(synth_dir("small", 0, home), seed=0, overrides=TINY_SYNTH, progress=False)
-    prepare("synth-s4", synth_dir("small", 0, home), home=home)
+    synth_home(home)
     register_tiny()
     real = []
     for args in (["baseline=tiny-seg", "config=default", "seed=0", "save_predictions=true"],

@@ -3,7 +3,6 @@ documented (1024² scoring with nearest-resized GT; Ref-AVS null S without the s
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import pytest
 import torch

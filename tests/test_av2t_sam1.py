@@ -187,14 +187,10 @@ def test_sam1_paper_presets_are_complete_and_honest(preset: str, adapters: bool)
 
 def test_tiny_sam1_trains_inside_av2t_on_synth_s4(tmp_path) -> None:
     """``avskit run baseline=av2t dataset=synth-s4 sam.backbone=sam1 adapters=true ...`` end to end."""
-    from avsbench_kit.data.prepare import prepare
-    from avsbench_kit.data.synth import generate
-    from avsbench_kit.home import synth_dir
     from avsbench_kit.runs.run import RunRequest, execute
-    from test_runs_run import TINY_SYNTH
+    from synth_home import synth_home
 
-    generate(synth_dir("small", 0, tmp_path), seed=0, overrides=TINY_SYNTH, progress=False)
-    prepare("synth-s4", synth_dir("small", 0, tmp_path), home=tmp_path)
+    synth_home(tmp_path)
     req = RunRequest.parse(["baseline=av2t", "dataset=synth-s4", "sam.backbone=sam1", "adapters=true",
                             *TRANSFORMER, "image_size=64", "output_size=32", "fused_dim=32", "train.epochs=1",
                             "train.val_every=1"])

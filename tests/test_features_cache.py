@@ -5,7 +5,6 @@ detected (verify and read time) and repaired shard by shard, and the CLI."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -159,15 +159,10 @@ def tiny_config(name, preset, overrides):
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
-    from avsbench_kit.data.prepare import prepare
-    from avsbench_kit.data.synth import generate
-    from avsbench_kit.home import synth_dir
     from avsbench_kit.plugins import BASELINES, load_plugins
+    from synth_home import synth_home
 
-    home = tmp_path_factory.mktemp("home")
-    generate(synth_dir("small", 0, home), seed=0, overrides=TINY_SYNTH, progress=False)
-    for ds in ("synth-s4", "synth-ms3"):
-        prepare(ds, synth_dir("small", 0, home), home=home)
+    home = synth_home(tmp_path_factory.mktemp("home"), ("synth-s4", "synth-ms3"), TINY_SYNTH)
     load_plugins()
     if "tiny-av" not in BASELINES:
         BASELINES.add_spec(BaselineSpec("tiny-av", "test_probes:TinyAV", tasks=("s4", "ms3"),

@@ -60,14 +60,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def ci_home(tmp_path_factory) -> Path:
-    from avsbench_kit.data.prepare import prepare
-    from avsbench_kit.data.synth import generate
-    from avsbench_kit.home import synth_dir
+    from synth_home import synth_home
 
-    home = tmp_path_factory.mktemp("ci-home")
-    generate(synth_dir("small", 0, home), seed=0, overrides=CI_SYNTH, progress=False)
-    for ds in ("synth-s4", "synth-ms3", "synth-refavs", "synth-avss"):
-        prepare(ds, synth_dir("small", 0, home), home=home)
+    home = synth_home(tmp_path_factory.mktemp("ci-home"), ("synth-s4", "synth-ms3", "synth-refavs", "synth-avss"),
+                      CI_SYNTH)
     register_tiny()
     return home
 

@@ -27,15 +27,9 @@ def _torchrun(home: Path, *extra: str, port: int) -> subprocess.CompletedProcess
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
-    from avsbench_kit.data.prepare import prepare
-    from avsbench_kit.data.synth import generate
-    from avsbench_kit.home import synth_dir
-    from test_runs_run import TINY_SYNTH
+    from synth_home import synth_home
 
-    home = tmp_path_factory.mktemp("dist-home")
-    generate(synth_dir("small", 0, home), seed=0, overrides=TINY_SYNTH, progress=False)
-    prepare("synth-s4", synth_dir("small", 0, home), home=home)
-    return home
+    return synth_home(tmp_path_factory.mktemp("dist-home"))
 
 
 def _records(home: Path) -> dict[str, dict]:

@@ -16,31 +16,17 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
 
 from avsbench_kit.cli.main import main
 from avsbench_kit.errors import ConfigError, NotPreparedError, RegistryError
-from avsbench_kit.plugins import BASELINES, load_plugins
 from avsbench_kit.runs.run import RunRequest, execute, resolve_config
 from avsbench_kit.runs.store import RunStore
+from synth_home import synth_home
 from tiny_baseline import TinySeg, register_tiny
 
-TINY_SYNTH = ["s4.clips.train=8", "s4.clips.val=4", "s4.clips.test=4", "ms3.clips.train=4", "ms3.clips.val=4",
-              "ms3.clips.test=4", "refavs.clips.train=4", "refavs.clips.val=4", "refavs.clips.test_s=4",
-              "refavs.clips.test_u=4", "refavs.nulls.train=1", "refavs.nulls.val=1", "refavs.nulls.test_n=2",
-              "avss.clips.v1s.train=4", "avss.clips.v1s.val=2", "avss.clips.v1s.test=2", "avss.clips.v1m.train=2",
-              "avss.clips.v1m.val=2", "avss.clips.v1m.test=2", "avss.clips.v2.train=2", "avss.clips.v2.val=2",
-              "avss.clips.v2.test=2"]
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
-    from avsbench_kit.data.prepare import prepare
-    from avsbench_kit.data.synth import generate
-    from avsbench_kit.home import synth_dir
-
-    home = tmp_path_factory.mktemp("home")
-    generate(synth_dir("small", 0, home), seed=0, overrides=TINY_SYNTH, progress=False)
-    prepare("synth-s4", synth_dir("small", 0, home), home=home)
+    home = synth_home(tmp_path_factory.mktemp("home"))
     register_tiny()
     return home
 

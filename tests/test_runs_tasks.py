@@ -13,7 +13,7 @@ from avsbench_kit.cli.main import main
 from avsbench_kit.errors import ConfigError
 from avsbench_kit.runs.run import RunRequest, execute
 from avsbench_kit.runs.store import RunStore
-from test_runs_run import TINY_SYNTH
+from synth_home import synth_home
 from tiny_baseline import register_tiny
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -21,14 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
-    from avsbench_kit.data.prepare import prepare
-    from avsbench_kit.data.synth import generate
-    from avsbench_kit.home import synth_dir
-
-    home = tmp_path_factory.mktemp("tasks-home")
-    generate(synth_dir("small", 0, home), seed=0, overrides=TINY_SYNTH, progress=False)
-    for ds in ("synth-s4", "synth-refavs"):
-        prepare(ds, synth_dir("small", 0, home), home=home)
+    home = synth_home(tmp_path_factory.mktemp("tasks-home"), ("synth-s4", "synth-refavs"))
     register_tiny()
     return home
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from avsbench_kit.runs.trainer import (Dist, TrainConfig, Trainer, TrainingDiverged, init_distributed, lr_at,
+from avsbench_kit.runs.trainer import (TrainConfig, Trainer, TrainingDiverged, init_distributed, lr_at,
                                        seed_everything)
 
 N, T, D, H = 24, 2, 8, 4

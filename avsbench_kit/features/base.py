@@ -11,7 +11,6 @@ weights it hashes "random init, seed S, config hash" instead of a weights file.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar

@@ -438,8 +438,6 @@ class Trainer:
 
     def fit(self, resume: bool = True) -> FitResult:
         """Train (resuming from ``last.pt`` when present) and return what happened."""
-        import torch
-
         from avsbench_kit.device import to_device
 
         cfg, d = self.cfg, self.dist
