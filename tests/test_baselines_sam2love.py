@@ -236,3 +236,20 @@ def test_synth_expression_kind_is_recovered_from_the_text() -> None:
                 text = template.format(colour=c.colour, shape=c.shape, sound=c.sound_text)
                 assert expression_kind(text) == kind, text
     assert expression_kind("the dog on the left") is None
+
+
+def test_prompt_frames_all_decodes_every_frame_from_its_own_prompt(batch: dict) -> None:
+    """``prompt_frames=all`` (diagnostic for random SAM2): every frame is a conditioning frame, so
+    no frame reads another's memory — changing frame 1's image changes frame 1 only."""
+    model = build("prompt_frames=all").eval()
+    with torch.no_grad():
+        base = model(batch).logits
+        cache = {n: v.clone() for n, v in batch["features"]["sam2_image"].items()}
+        for v in cache.values():
+            v[:, 1] = v[:, 1].flip(-1)
+        moved = model({**batch, "features": {**batch["features"], "sam2_image": cache}}).logits
+    assert (moved[:, 1] - base[:, 1]).abs().max() > 1e-4
+    for k in (0, 2, 3):
+        assert torch.equal(moved[:, k], base[:, k]), k
+    with pytest.raises(ConfigError, match="prompt_frames"):
+        build("prompt_frames=middle")

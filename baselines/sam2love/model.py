@@ -31,6 +31,12 @@ from baselines.sam2love.fusion import (AUDIO_TOKENS, HIS_SOURCES, INDICATORS, PO
                                        FusionConfig, FusionTransformer, projection)
 
 
+#: which frames the [seg] token prompts: the paper's frame 0 (SAM2's memory carries it to the
+#: rest), or every frame (each decoded from its own prompt, no memory read: a diagnostic for
+#: random SAM2 weights, whose untrained memory cannot carry a prompt)
+PROMPT_FRAMES = ("first", "all")
+
+
 def _choice(value: Any, key: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         from avsbench_kit.registry import did_you_mean
@@ -96,6 +102,7 @@ class SAM2LOVE(Baseline):
         self.train_frames = _positive(cfg["train_frames"], "train_frames")
         self.train_nulls = bool(cfg["train_nulls"])
         self.multimask = bool(cfg["multimask"])
+        self.prompt_frames = _choice(cfg["prompt_frames"], "prompt_frames", PROMPT_FRAMES)
         sam_cfg, feats = cfg["sam2"], cfg["features"]
         self.object_score = bool(sam_cfg["object_score"])
         self.train_memory = bool(sam_cfg["train_memory"])
@@ -194,13 +201,15 @@ class SAM2LOVE(Baseline):
 
     def forward(self, batch: dict) -> BaselineOutput:
         """Mask logits [B,T,H,W]: frame 0 from the ``[seg]`` prompt, frames 1.. from SAM2 memory
-        (training: only the first ``train_frames`` frames are run; the others stay 0)."""
+        (``prompt_frames=all``: every frame from the prompt; training: only the first
+        ``train_frames`` frames are run, the others stay 0)."""
         prompt = self.prompt(batch)
         b, t = batch["annotated"].shape
         n = min(self.train_frames, t) if self.training else t
         frames = self.image_features(batch, n)
         h, w = self.output_size
-        masks = self.sam.propagate(frames, {0: prompt}, multimask=self.multimask, output_size=(h, w),
+        prompts = {0: prompt} if self.prompt_frames == "first" else {t: prompt for t in range(n)}
+        masks = self.sam.propagate(frames, prompts, multimask=self.multimask, output_size=(h, w),
                                    object_score=self.object_score and not self.training,
                                    pad_point=True).masks
         if n < t:
