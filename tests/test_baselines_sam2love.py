@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from avsbench_kit.errors import ConfigError, DataError
+from baselines.base import BaselineOutput, masks_at
 from baselines.conformance import build as build_run
 from baselines.sam2love.fusion import FusionConfig, FusionTransformer
 from baselines.sam2love.model import SAM2LOVE
@@ -58,7 +59,7 @@ def test_shapes_loss_and_trainable_split(model: SAM2LOVE, batch: dict) -> None:
         logits = model(batch).logits
     assert logits.shape == (B, T, 32, 32) and torch.isfinite(logits).all()
     assert model.prompt(batch).shape == (B, 1, 256)
-    m = build("train_frames=1")
+    m = build("train_frames=1", "loss.point_weight=0")
     m.train()
     out = m(batch)
     assert (out.logits[:, 1:] == 0).all() and (out.logits[:, 0] != 0).any()  # paper: frame 0 only
@@ -253,3 +254,36 @@ def test_prompt_frames_all_decodes_every_frame_from_its_own_prompt(batch: dict) 
         assert torch.equal(moved[:, k], base[:, k]), k
     with pytest.raises(ConfigError, match="prompt_frames"):
         build("prompt_frames=middle")
+
+
+def test_point_prompt_loss_draws_its_point_inside_the_ground_truth(batch: dict, monkeypatch) -> None:
+    m = build("train_frames=1", "loss.point_weight=0.5").train()
+    seen = []
+    decode = m.sam.decode
+
+    def spy(frame, **kw):
+        seen.append(kw["points"])
+        return decode(frame, **kw)
+
+    monkeypatch.setattr(m.sam, "decode", spy)
+    empty = {**batch, "masks": batch["masks"].clone()}
+    empty["masks"][1, 0] = 0  # clip 1 has nothing to point at on frame 0: not scored
+    torch.manual_seed(0)
+    out = m(empty)
+    (coords, labels), = seen
+    gt = masks_at(empty["masks"][:, 0], (m.image_size,) * 2)
+    x, y = coords[0, 0].long()
+    assert labels.tolist() == [[1], [1]] and gt[0, y, x] == 1
+    assert out.aux["point_keep"].tolist() == [True, False]
+    terms = m.loss(out, empty)
+    base = m.loss(BaselineOutput(out.logits, {}), empty)
+    assert set(terms) == {"total", "bce", "dice", "point"} and terms["point"] > 0
+    assert torch.allclose(terms["total"], base["total"] + 0.5 * terms["point"])
+    terms["total"].backward()
+    assert m.sam.prompt_encoder.point_embeddings[1].weight.grad.abs().sum() > 0  # the positive-point embedding learns
+    with torch.no_grad():
+        assert "point_logits" not in m.eval()(batch).aux  # inference never sees a GT point
+    off = build("train_frames=1", "loss.point_weight=0").train()
+    assert "point_logits" not in off(batch).aux
+    with pytest.raises(ConfigError, match="loss.point_weight"):
+        build("loss.point_weight=-1")

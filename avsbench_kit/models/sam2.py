@@ -284,13 +284,16 @@ class SAM2Wrapper(nn.Module):
     def decode(self, feats: ImageFeatures, extra_sparse: torch.Tensor | None = None, *,
                dense: torch.Tensor | None = None, injection: Injection | None = None,
                multimask: bool = True, output_size: int | tuple[int, int] | None = None,
-               apply_object_score: bool = False, pad_point: bool = False) -> DecoderOutput:
+               apply_object_score: bool = False, pad_point: bool = False,
+               points: tuple[torch.Tensor, torch.Tensor] | None = None) -> DecoderOutput:
         """Image features + prompts -> mask logits on one (untracked) frame.
 
-        ``pad_point`` puts SAM2's padding point before the extra tokens (SAM2's image path does;
-        EVF-SAM2 does not)."""
+        ``points`` (coords [N,P,2] in input-image pixels, labels [N,P]) go through SAM2's prompt
+        encoder; without them ``pad_point`` puts SAM2's padding point before the extra tokens
+        (SAM2's image path does; EVF-SAM2 does not)."""
         image_embed, high_res = self.decoder_inputs(feats)
-        points = self.padding_points(image_embed.shape[0], image_embed.device) if pad_point else None
+        if points is None and pad_point:
+            points = self.padding_points(image_embed.shape[0], image_embed.device)
         return self.decode_embeddings(image_embed, high_res, extra_sparse, dense=dense, points=points,
                                       injection=injection, multimask=multimask,
                                       output_size=output_size, apply_object_score=apply_object_score)

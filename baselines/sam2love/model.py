@@ -103,10 +103,14 @@ class SAM2LOVE(Baseline):
         self.train_nulls = bool(cfg["train_nulls"])
         self.multimask = bool(cfg["multimask"])
         self.prompt_frames = _choice(cfg["prompt_frames"], "prompt_frames", PROMPT_FRAMES)
+        self.prompt_scale = float(cfg["prompt_scale"])
         sam_cfg, feats = cfg["sam2"], cfg["features"]
         self.object_score = bool(sam_cfg["object_score"])
         self.train_memory = bool(sam_cfg["train_memory"])
-        self.loss_weights = {k: float(cfg["loss"][f"{k}_weight"]) for k in ("bce", "dice")}
+        self.loss_weights = {k: float(cfg["loss"][f"{k}_weight"]) for k in ("bce", "dice", "point")}
+        if self.loss_weights["point"] < 0:
+            raise ConfigError(f"loss.point_weight={self.loss_weights['point']} must be >= 0",
+                              hint="0 = off (paper), 1 = as strong as the [seg] loss (cpu-small)")
         self.image_size = check_image_size(cfg["image_size"])
         self.needs_frames = not feats.get("sam2")
         self.names = {"audio": feats["audio"] if self.use_audio else None,
@@ -214,10 +218,31 @@ class SAM2LOVE(Baseline):
                                    pad_point=True).masks
         if n < t:
             masks = torch.cat([masks, masks.new_zeros(b, t - n, h, w)], 1)
-        return BaselineOutput(masks, {"prompt": prompt})
+        aux = {"prompt": prompt}
+        if self.training and self.loss_weights["point"] > 0:
+            aux["point_logits"], aux["point_keep"] = self.point_prompted(frames[0], batch, (h, w))
+        return BaselineOutput(masks, aux)
+
+    def point_prompted(self, frame: ImageFeatures, batch: dict, size: tuple[int, int]
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame 0 decoded from one positive point drawn uniformly inside its ground truth
+        (SAM's interactive training signal), without the ``[seg]`` token: ``[B,H,W]`` logits and
+        which clips have a non-empty frame-0 mask to draw from. Why: a *random* SAM2 decoder
+        learns to segment without reading sparse prompts and then never reads the ``[seg]``
+        token (docs/baselines.md); the paper's decoder is pretrained promptable."""
+        gt = masks_at(batch["masks"][:, 0].to(frame.levels[2].device), (self.image_size,) * 2)
+        flat = gt.flatten(1)
+        keep = flat.sum(1) > 0
+        weights = torch.where(keep[:, None], flat, torch.ones_like(flat))  # empty: any pixel, not scored
+        idx = torch.multinomial(weights, 1)[:, 0]
+        coords = torch.stack([idx % self.image_size, idx // self.image_size], -1).float()[:, None]
+        labels = torch.ones(len(idx), 1, dtype=torch.int32, device=idx.device)
+        out = self.sam.decode(frame, points=(coords, labels), multimask=self.multimask, output_size=size)
+        return out.masks, keep
 
     def loss(self, out: BaselineOutput, batch: dict) -> dict[str, torch.Tensor]:
-        """BCE + Dice (paper: λ = 1, 1) on the annotated frames among the first ``train_frames``."""
+        """BCE + Dice (paper: λ = 1, 1) on the annotated frames among the first ``train_frames``
+        (+ ``loss.point_weight`` × BCE + Dice of the point-prompted frame 0, when trained)."""
         logits = out.logits
         keep = batch["annotated"].bool().clone()
         keep[:, self.train_frames:] = False
@@ -230,13 +255,21 @@ class SAM2LOVE(Baseline):
         x, y = logits[keep], target[keep]
         bce, dice = F.binary_cross_entropy_with_logits(x, y), dice_loss(x, y)
         total = self.loss_weights["bce"] * bce + self.loss_weights["dice"] * dice
-        return {"total": total, "bce": bce.detach(), "dice": dice.detach()}
+        parts = {"bce": bce.detach(), "dice": dice.detach()}
+        if "point_logits" in out.aux:
+            ok = out.aux["point_keep"] & batch["annotated"][:, 0].bool().to(logits.device)
+            px = out.aux["point_logits"]
+            point = (F.binary_cross_entropy_with_logits(px[ok], target[:, 0][ok]) + dice_loss(px[ok], target[:, 0][ok])
+                     if ok.any() else px.sum() * 0.0)
+            total = total + self.loss_weights["point"] * point
+            parts["point"] = point.detach()
+        return {"total": total, **parts}
 
     # ---- pieces ------------------------------------------------------------------------------
     def prompt(self, batch: dict) -> torch.Tensor:
         """The fused ``[seg]`` token(s) of every clip, in SAM2's prompt space: [B,K,256]."""
         seg, _ = self.fuse(batch)
-        return self.prompt_proj(seg)
+        return self.prompt_proj(seg) * self.prompt_scale
 
     def fuse(self, batch: dict) -> tuple[torch.Tensor, list[torch.Tensor]]:
         check_batch(batch, [n for n in (self.names["audio"], self.names["text"], self.names["image"]) if n])
