@@ -256,7 +256,7 @@ def test_prompt_frames_all_decodes_every_frame_from_its_own_prompt(batch: dict) 
         build("prompt_frames=middle")
 
 
-def test_point_prompt_loss_draws_its_point_inside_the_ground_truth(batch: dict, monkeypatch) -> None:
+def test_point_prompt_loss_draws_its_points_inside_the_ground_truth(batch: dict, monkeypatch) -> None:
     m = build("train_frames=1", "loss.point_weight=0.5").train()
     seen = []
     decode = m.sam.decode
@@ -267,14 +267,16 @@ def test_point_prompt_loss_draws_its_point_inside_the_ground_truth(batch: dict, 
 
     monkeypatch.setattr(m.sam, "decode", spy)
     empty = {**batch, "masks": batch["masks"].clone()}
-    empty["masks"][1, 0] = 0  # clip 1 has nothing to point at on frame 0: not scored
+    empty["masks"][1, 2] = 0  # clip 1, frame 2 has nothing to point at: not scored
     torch.manual_seed(0)
     out = m(empty)
-    (coords, labels), = seen
-    gt = masks_at(empty["masks"][:, 0], (m.image_size,) * 2)
-    x, y = coords[0, 0].long()
-    assert labels.tolist() == [[1], [1]] and gt[0, y, x] == 1
-    assert out.aux["point_keep"].tolist() == [True, False]
+    (coords, labels), = seen  # one decoder call for all B x T frames
+    gt = masks_at(empty["masks"], (m.image_size,) * 2).flatten(0, 1)
+    inside = gt[torch.arange(B * T), coords[:, 0, 1].long(), coords[:, 0, 0].long()]
+    keep = out.aux["point_keep"]
+    assert (labels == 1).all() and keep.shape == (B, T) and not keep[1, 2] and keep.sum() == B * T - 1
+    assert (inside[keep.flatten()] == 1).all()
+    assert out.aux["point_logits"].shape == out.logits.shape
     terms = m.loss(out, empty)
     base = m.loss(BaselineOutput(out.logits, {}), empty)
     assert set(terms) == {"total", "bce", "dice", "point"} and terms["point"] > 0

@@ -220,29 +220,37 @@ class SAM2LOVE(Baseline):
             masks = torch.cat([masks, masks.new_zeros(b, t - n, h, w)], 1)
         aux = {"prompt": prompt}
         if self.training and self.loss_weights["point"] > 0:
-            aux["point_logits"], aux["point_keep"] = self.point_prompted(frames[0], batch, (h, w))
+            aux["point_logits"], aux["point_keep"] = self.point_prompted(batch, (h, w))
         return BaselineOutput(masks, aux)
 
-    def point_prompted(self, frame: ImageFeatures, batch: dict, size: tuple[int, int]
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frame 0 decoded from one positive point drawn uniformly inside its ground truth
-        (SAM's interactive training signal), without the ``[seg]`` token: ``[B,H,W]`` logits and
-        which clips have a non-empty frame-0 mask to draw from. Why: a *random* SAM2 decoder
-        learns to segment without reading sparse prompts and then never reads the ``[seg]``
-        token (docs/baselines.md); the paper's decoder is pretrained promptable."""
-        gt = masks_at(batch["masks"][:, 0].to(frame.levels[2].device), (self.image_size,) * 2)
-        flat = gt.flatten(1)
-        keep = flat.sum(1) > 0
-        weights = torch.where(keep[:, None], flat, torch.ones_like(flat))  # empty: any pixel, not scored
-        idx = torch.multinomial(weights, 1)[:, 0]
-        coords = torch.stack([idx % self.image_size, idx // self.image_size], -1).float()[:, None]
+    def point_prompted(self, batch: dict, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every frame decoded on its own (no memory, no ``[seg]`` token) from one positive point
+        drawn uniformly inside its ground truth — SAM's interactive training signal: ``[B,T,H,W]``
+        logits and which frames have a non-empty mask to draw from. Why: a *random* SAM2 decoder
+        learns to segment without reading sparse prompts and then never reads the ``[seg]`` token
+        (docs/baselines.md); the paper's decoder is pretrained promptable."""
+        b, t = batch["annotated"].shape
+        feats = self.frame_features_flat(batch)
+        s = self.image_size
+        gt = masks_at(batch["masks"].to(feats.levels[2].device), (s, s)).flatten(0, 1).flatten(1)
+        keep = gt.sum(1) > 0
+        idx = torch.multinomial(torch.where(keep[:, None], gt, torch.ones_like(gt)), 1)[:, 0]  # empty: any pixel, not scored
+        coords = torch.stack([idx % s, idx // s], -1).float()[:, None]
         labels = torch.ones(len(idx), 1, dtype=torch.int32, device=idx.device)
-        out = self.sam.decode(frame, points=(coords, labels), multimask=self.multimask, output_size=size)
-        return out.masks, keep
+        out = self.sam.decode(feats, points=(coords, labels), multimask=self.multimask, output_size=size)
+        return out.masks.unflatten(0, (b, t)), keep.view(b, t)
+
+    def frame_features_flat(self, batch: dict) -> ImageFeatures:
+        """SAM2 features of all B×T frames as one batch (for untracked per-frame decoding)."""
+        name = self.names["sam2"]
+        if name and name in batch.get("features", {}):
+            return self.sam.from_cache({k: v.flatten(0, 1) for k, v in batch["features"][name].items()})
+        with torch.no_grad():
+            return self.sam.features(self.sam.preprocess(batch["frames"].flatten(0, 1)))
 
     def loss(self, out: BaselineOutput, batch: dict) -> dict[str, torch.Tensor]:
         """BCE + Dice (paper: λ = 1, 1) on the annotated frames among the first ``train_frames``
-        (+ ``loss.point_weight`` × BCE + Dice of the point-prompted frame 0, when trained)."""
+        (+ ``loss.point_weight`` × BCE + Dice of the point-prompted frames, when trained)."""
         logits = out.logits
         keep = batch["annotated"].bool().clone()
         keep[:, self.train_frames:] = False
@@ -257,9 +265,9 @@ class SAM2LOVE(Baseline):
         total = self.loss_weights["bce"] * bce + self.loss_weights["dice"] * dice
         parts = {"bce": bce.detach(), "dice": dice.detach()}
         if "point_logits" in out.aux:
-            ok = out.aux["point_keep"] & batch["annotated"][:, 0].bool().to(logits.device)
+            ok = out.aux["point_keep"] & batch["annotated"].bool().to(logits.device)
             px = out.aux["point_logits"]
-            point = (F.binary_cross_entropy_with_logits(px[ok], target[:, 0][ok]) + dice_loss(px[ok], target[:, 0][ok])
+            point = (F.binary_cross_entropy_with_logits(px[ok], target[ok]) + dice_loss(px[ok], target[ok])
                      if ok.any() else px.sum() * 0.0)
             total = total + self.loss_weights["point"] * point
             parts["point"] = point.detach()
