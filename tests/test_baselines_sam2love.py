@@ -289,3 +289,19 @@ def test_point_prompt_loss_draws_its_points_inside_the_ground_truth(batch: dict,
     assert "point_logits" not in off(batch).aux
     with pytest.raises(ConfigError, match="loss.point_weight"):
         build("loss.point_weight=-1")
+
+
+def test_prompt_diagnostics_tell_a_read_prompt_from_a_constant_one(batch: dict) -> None:
+    from baselines.sam2love.analysis import prompt_diagnostics
+
+    m = build()
+    live = prompt_diagnostics(m, [batch])
+    assert live["samples"] == B and live["cos"] < 0.9999 and live["spread"] > 1e-4
+    assert live["roll_text"] > 0 and live["roll_audio"] > 0 and live["random_prompt"] > 0
+    with torch.no_grad():
+        m.prompt_proj[2].weight.zero_()  # the prompt is now the bias alone: the same for every clip
+    dead = prompt_diagnostics(m, [batch])
+    assert dead["spread"] < 1e-6 and dead["roll_text"] == 0 and dead["roll_audio"] == 0
+    assert dead["random_prompt"] > 0  # the decoder still reads whatever prompt it is given
+    with pytest.raises(ValueError, match="no batches"):
+        prompt_diagnostics(m, [])

@@ -1,6 +1,8 @@
-"""Seed-averaged SAM2-LOVE results on synth-refavs: splits, Mix, null S and J by expression kind.
+"""Seed-averaged SAM2-LOVE results on synth-refavs: splits, Mix, null S and J by expression kind;
+and (``--prompts RUN``) whether a trained run's ``[seg]`` prompt carries the expression at all.
 
     python -m baselines.sam2love.analysis [--home DIR] [--baseline sam2love] [--dataset synth-refavs]
+    python -m baselines.sam2love.analysis --prompts RUN_ID [--split test_s] [--home DIR]
 
 Complete runs are grouped by their mode and command-line overrides minus ``seed=``; each group prints
 mean ± sample std over its seeds. Mix (S+U) is the run's own ``test_mix`` score (test_s and
@@ -44,6 +46,71 @@ def run_summary(record: Any, samples: Any, kinds: dict[str, str], protocol: str)
     return out
 
 
+def prompt_diagnostics(model: Any, batches: Any) -> dict[str, float]:
+    """How much the prompt differs between expressions, and how much frame-0 masks follow it.
+
+    ``cos``: mean pairwise cosine of the prompts of different samples; ``spread``: mean
+    ``|p - mean(p)| / |p|``; ``logit``: mean |logit| of frame 0; ``roll_text`` / ``roll_audio``:
+    mean |Δ logit| when that input is rolled by one sample within each batch (the shuffled-input
+    probe at its smallest); ``random_prompt`` / ``zero_prompt``: mean |Δ logit| when the prompt is
+    replaced by a random vector of the same norm / by zeros. A decoder that reads the prompt moves
+    by a sizeable fraction of ``logit``; one that ignores it does not move at all.
+    """
+    import torch
+
+    model.eval()
+    prompts: list[Any] = []
+    sums = {k: 0.0 for k in ("logit", "roll_text", "roll_audio", "random_prompt", "zero_prompt")}
+    n = 0
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for batch in batches:
+            frame0 = model.image_features(batch, 1)
+            p = model.prompt(batch)
+
+            def frame0_logits(prompt):
+                return model.sam.propagate(frame0, {0: prompt}, multimask=model.multimask,
+                                           object_score=False, pad_point=True).masks[:, 0]
+            base = frame0_logits(p)
+            sums["logit"] += base.abs().mean().item()
+            for kind in ("text", "audio"):
+                name = model.names[kind]
+                if name:
+                    feats = {k: (v.roll(1, 0) if k in (name, f"{name}_mask") else v)
+                             for k, v in batch["features"].items()}
+                    rolled = model.prompt({**batch, "features": feats})
+                    sums[f"roll_{kind}"] += (frame0_logits(rolled) - base).abs().mean().item()
+            noise = torch.randn(p.shape, generator=gen)
+            noise = noise * p.norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True)
+            sums["random_prompt"] += (frame0_logits(noise) - base).abs().mean().item()
+            sums["zero_prompt"] += (frame0_logits(torch.zeros_like(p)) - base).abs().mean().item()
+            prompts.append(p.flatten(1))
+            n += 1
+    if not n:
+        raise ValueError("prompt_diagnostics got no batches")
+    flat = torch.cat(prompts)
+    unit = torch.nn.functional.normalize(flat, dim=1)
+    off = ~torch.eye(len(flat), dtype=torch.bool)
+    out = {k: v / n for k, v in sums.items()}
+    out["cos"] = float((unit @ unit.T)[off].mean()) if len(flat) > 1 else float("nan")
+    out["spread"] = float(((flat - flat.mean(0)).norm(dim=1) / flat.norm(dim=1).clamp_min(1e-12)).mean())
+    out["samples"] = float(len(flat))
+    return out
+
+
+def print_prompt_diagnostics(run_id: str, split: str, home: str | None) -> None:
+    from avsbench_kit.features.reader import feature_batches
+    from avsbench_kit.probes.engine import load_run
+
+    run = load_run(run_id, home)
+    d = prompt_diagnostics(run.model, feature_batches(run.manifest, split, run.requests, batch_size=8,
+                                                      shuffle=False, seed=0, home=home))
+    print(f"run {run.record.run_id} ({' '.join(run.record.overrides)}) on {split}, {int(d['samples'])} samples: "
+          f"prompt cos {d['cos']:.4f}, spread {d['spread']:.4f}; frame-0 mean |logit| {d['logit']:.3f}, "
+          f"|Δ logit| roll text {d['roll_text']:.2e}, roll audio {d['roll_audio']:.2e}, "
+          f"random prompt {d['random_prompt']:.2e}, zero prompt {d['zero_prompt']:.2e}")
+
+
 def main(argv: list[str] | None = None) -> None:
     from avsbench_kit.data.prepare import load_manifest
     from avsbench_kit.data.synth_scenes import expression_kind
@@ -53,7 +120,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--home", default=None)
     ap.add_argument("--baseline", default="sam2love")
     ap.add_argument("--dataset", default="synth-refavs")
+    ap.add_argument("--prompts", metavar="RUN", help="diagnose one run's [seg] prompt instead")
+    ap.add_argument("--split", default="test_s", help="split for --prompts")
     args = ap.parse_args(argv)
+    if args.prompts:
+        print_prompt_diagnostics(args.prompts, args.split, args.home)
+        return
     store = RunStore(args.home)
     manifest = load_manifest(args.dataset, args.home)
     kinds = {r["sample_key"]: expression_kind(r["text"]) for s in ("test_s", "test_u")
