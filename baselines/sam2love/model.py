@@ -103,11 +103,12 @@ class SAM2LOVE(Baseline):
         self.train_nulls = bool(cfg["train_nulls"])
         self.multimask = bool(cfg["multimask"])
         self.prompt_frames = _choice(cfg["prompt_frames"], "prompt_frames", PROMPT_FRAMES)
-        self.prompt_scale = float(cfg["prompt_scale"])
         sam_cfg, feats = cfg["sam2"], cfg["features"]
         self.object_score = bool(sam_cfg["object_score"])
         self.train_memory = bool(sam_cfg["train_memory"])
-        self.loss_weights = {k: float(cfg["loss"][f"{k}_weight"]) for k in ("bce", "dice", "point")}
+        # point_weight came later: a run recorded before it had none (= 0), and must still rebuild
+        self.loss_weights = {k: float(cfg["loss"].get(f"{k}_weight", 0.0 if k == "point" else None))
+                             for k in ("bce", "dice", "point")}
         if self.loss_weights["point"] < 0:
             raise ConfigError(f"loss.point_weight={self.loss_weights['point']} must be >= 0",
                               hint="0 = off (paper), 1 = as strong as the [seg] loss (cpu-small)")
@@ -277,7 +278,7 @@ class SAM2LOVE(Baseline):
     def prompt(self, batch: dict) -> torch.Tensor:
         """The fused ``[seg]`` token(s) of every clip, in SAM2's prompt space: [B,K,256]."""
         seg, _ = self.fuse(batch)
-        return self.prompt_proj(seg) * self.prompt_scale
+        return self.prompt_proj(seg)
 
     def fuse(self, batch: dict) -> tuple[torch.Tensor, list[torch.Tensor]]:
         check_batch(batch, [n for n in (self.names["audio"], self.names["text"], self.names["image"]) if n])
