@@ -106,12 +106,13 @@ class SAM2LOVE(Baseline):
         sam_cfg, feats = cfg["sam2"], cfg["features"]
         self.object_score = bool(sam_cfg["object_score"])
         self.train_memory = bool(sam_cfg["train_memory"])
-        # point_weight came later: a run recorded before it had none (= 0), and must still rebuild
-        self.loss_weights = {k: float(cfg["loss"].get(f"{k}_weight", 0.0 if k == "point" else None))
-                             for k in ("bce", "dice", "point")}
+        loss = cfg["loss"]
+        self.loss_weights = {"bce": float(loss["bce_weight"]), "dice": float(loss["dice_weight"]),
+                             # absent from runs recorded before the key existed: they must rebuild
+                             "point": float(loss.get("point_weight", 0.0))}
         if self.loss_weights["point"] < 0:
             raise ConfigError(f"loss.point_weight={self.loss_weights['point']} must be >= 0",
-                              hint="0 = off (paper), 1 = as strong as the [seg] loss (cpu-small)")
+                              hint="0 = off (both presets); e.g. loss.point_weight=1")
         self.image_size = check_image_size(cfg["image_size"])
         self.needs_frames = not feats.get("sam2")
         self.names = {"audio": feats["audio"] if self.use_audio else None,
