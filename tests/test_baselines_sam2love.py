@@ -305,3 +305,20 @@ def test_prompt_diagnostics_tell_a_read_prompt_from_a_constant_one(batch: dict) 
     assert dead["random_prompt"] > 0  # the decoder still reads whatever prompt it is given
     with pytest.raises(ValueError, match="no batches"):
         prompt_diagnostics(m, [])
+
+
+def test_points_stage_trains_the_decoder_on_points_alone(batch: dict) -> None:
+    """cpu-small-points (stage 1): only the point-prompted loss reaches the weights; the fusion
+    gets no gradient; `then=cpu-small` chains the [seg] stage from it."""
+    from avsbench_kit.runs.run import RunRequest, stage_requests
+
+    m = build("config=cpu-small-points").train()
+    out = m(batch)
+    terms = m.loss(out, batch)
+    assert torch.equal(terms["total"], terms["point"]) and terms["bce"] > 0
+    terms["total"].backward()
+    assert all(p.grad is None or not p.grad.any() for n, p in m.named_parameters() if n.startswith("fusion."))
+    assert m.sam.prompt_encoder.point_embeddings[1].weight.grad.abs().sum() > 0
+    req = RunRequest.parse(["baseline=sam2love", "dataset=synth-refavs", "config=cpu-small-points",
+                            "then=cpu-small"])
+    assert [(s.config, s.init_from) for s in stage_requests(req)] == [("cpu-small", "")]
