@@ -77,12 +77,15 @@ def test_lr_multiplier_is_scaled_by_the_schedule_not_overwritten(home):
     assert lrs["heads"] == pytest.approx(0.25 * lr_at(3, trainer.total_steps, cfg))
 
 
-def test_init_from_warm_starts_and_is_recorded(home):
+def test_init_from_warm_starts_and_is_recorded(home, capsys):
     source = run(home, "dataset=synth-s4", "train.epochs=2", "seed=5")
     warm = run(home, "dataset=synth-s4", "train.epochs=1", "seed=5", f"init_from={source.run_id}")
     assert warm.init_from["run_id"] == source.run_id
     assert warm.init_from["config_hash"] == source.config_hash and len(warm.init_from["checkpoint_sha256"]) == 64
     assert warm.config["run"]["init_from"] == source.run_id  # part of the config hash
+    assert main(["runs", "show", warm.run_id, "--home", str(home)]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"init from {source.run_id} config" in shown
     cold = run(home, "dataset=synth-s4", "train.epochs=1", "seed=5")
     assert warm.metrics != cold.metrics
     with pytest.raises(ConfigError, match="trained 'tiny-seg', not 'av2t'"):

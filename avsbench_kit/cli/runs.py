@@ -96,6 +96,10 @@ def show_run(
         ("hardware", ", ".join(f"{k}={record.hardware[k]}" for k in ("device", "cpu_count", "torch_threads", "world_size")
                                if k in record.hardware) or "-"),
     ]
+    if record.init_from:  # a warm start: the source run is part of what produced this one
+        src = record.init_from
+        info.append(("init from", f"{src.get('run_id')}  config {src.get('config_name') or '-'}  "
+                                  f"best epoch {src.get('best_epoch')}  sha256 {short(src.get('checkpoint_sha256'))}"))
     if record.selection:
         info.append(("selection", ", ".join(f"{k}={v}" for k, v in record.selection.items())))
     if record.training:
