@@ -62,6 +62,26 @@ def test_rgb_hist_counts_colours_as_sqrt_fractions():
     assert raw["emb"][0].sum() == pytest.approx(1.0)
 
 
+def test_rgb_hist_grid_adds_cell_histograms_after_the_frame_one():
+    frame = np.zeros((3, 8, 8), np.float32)
+    frame[0, :, :4] = 1.0          # left half red, right half black
+    frames = frame[None]
+    (whole,) = build_encoder("rgb_hist").encode([{"frames": frames, "num_frames": 1}])
+    grid = build_encoder("rgb_hist", ["grid=2"])
+    (cells,) = grid.encode([{"frames": frames, "num_frames": 1}])
+    emb = cells["emb"]
+    assert grid.output_spec()["emb"].shape == ("T", 5, 64) and emb.shape == (1, 5, 64)
+    np.testing.assert_array_equal(emb[:, 0], whole["emb"])  # token 0 = the frame ("CLS")
+    red, black = (3 * 4 + 0) * 4 + 0, 0
+    assert emb[0, 1, red] == 1.0 and emb[0, 3, red] == 1.0  # left cells (row-major: 1, 3)
+    assert emb[0, 2, black] == 1.0 and emb[0, 4, black] == 1.0
+    # grid=0 keeps the fingerprint of caches made before the key existed; a grid changes it
+    assert "grid" not in build_encoder("rgb_hist").preprocessing()
+    assert grid.fingerprint() != build_encoder("rgb_hist").fingerprint()
+    with pytest.raises(ConfigError, match="grid"):
+        build_encoder("rgb_hist", ["grid=-1"])
+
+
 def test_parameter_free_fingerprints_and_validation():
     a, b = build_encoder("rgb_hist"), build_encoder("rgb_hist", ["bins=8"])
     assert a.fingerprint() != b.fingerprint() and b.output_spec()["emb"].shape == ("T", 512)

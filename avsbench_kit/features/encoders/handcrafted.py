@@ -11,6 +11,9 @@ information a pretrained encoder would: which pitches sound, and which colours a
   ``segment_s`` of audio; ``channels: concat`` concatenates left and right (keeps panning).
 * ``rgb_hist`` (image): a joint RGB histogram (``bins`` levels per channel) of each frame, as
   pixel fractions, square-rooted so that small objects are not drowned by the background.
+  ``grid: g`` > 0 adds one histogram per cell of a g×g grid after the whole-frame one, ViT's
+  layout (CLS + patch tokens): a model that localises from patch tokens (SAM2-LOVE's fusion)
+  then has something to localise with.
 """
 
 from __future__ import annotations
@@ -93,23 +96,42 @@ class RGBHistogramEncoder(ParameterFreeEncoder):
         super().validate()
         choice(self.cfg, "transform", ("sqrt", "none"))
         positive(self.cfg, "bins")
+        grid = self.cfg.get("grid", 0)
+        if isinstance(grid, bool) or not isinstance(grid, int) or not 0 <= grid <= 16:
+            raise ConfigError(f"grid={grid!r} must be an integer from 0 (one histogram per frame) to 16",
+                              hint="e.g. grid=4: the frame's histogram + 16 cell histograms")
         if int(self.cfg["bins"]) > 16:
             raise ConfigError(f"bins={self.cfg['bins']} gives {int(self.cfg['bins']) ** 3} dimensions",
                               hint="use bins <= 16 (4 = 64 dimensions)")
 
+    def preprocessing(self) -> dict[str, Any]:
+        out = super().preprocessing()
+        if not out.get("grid"):  # grid=0 is the layout from before the key: its caches stay valid
+            out.pop("grid", None)
+        return out
+
     def output_spec(self) -> dict[str, FieldSpec]:
-        return {"emb": FieldSpec(("T", int(self.cfg["bins"]) ** 3), "float32")}
+        dim, grid = int(self.cfg["bins"]) ** 3, int(self.cfg.get("grid", 0))
+        return {"emb": FieldSpec(("T", 1 + grid * grid, dim) if grid else ("T", dim), "float32")}
 
     def _encode(self, model: Any, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        bins = int(self.cfg["bins"])
+        bins, grid = int(self.cfg["bins"]), int(self.cfg.get("grid", 0))
         out = []
         for unit in batch:
             frames = np.asarray(unit["frames"], dtype=np.float32)  # [T, 3, H, W] in [0, 1]
             levels = np.clip((frames * bins).astype(np.int64), 0, bins - 1)
             code = (levels[:, 0] * bins + levels[:, 1]) * bins + levels[:, 2]  # [T, H, W]
-            hist = np.stack([np.bincount(c.reshape(-1), minlength=bins ** 3) for c in code])
-            hist = hist.astype(np.float64) / max(code[0].size, 1)
-            if self.cfg["transform"] == "sqrt":
-                hist = np.sqrt(hist)
-            out.append({"emb": hist.astype(np.float32)})
+            regions = [code]
+            if grid:
+                h, w = code.shape[1:]
+                ys, xs = np.linspace(0, h, grid + 1).astype(int), np.linspace(0, w, grid + 1).astype(int)
+                regions += [code[:, ys[i]:ys[i + 1], xs[j]:xs[j + 1]] for i in range(grid) for j in range(grid)]
+            hist = np.stack([self._hist(r, bins) for r in regions], 1)  # [T, regions, bins^3]
+            out.append({"emb": (hist if grid else hist[:, 0]).astype(np.float32)})
         return out
+
+    def _hist(self, code: np.ndarray, bins: int) -> np.ndarray:
+        """[T, h, w] colour codes -> [T, bins^3] pixel fractions (square-rooted by default)."""
+        hist = np.stack([np.bincount(c.reshape(-1), minlength=bins ** 3) for c in code]).astype(np.float64)
+        hist /= max(code[0].size, 1)
+        return np.sqrt(hist) if self.cfg["transform"] == "sqrt" else hist
