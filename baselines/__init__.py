@@ -52,7 +52,7 @@ def register(registry) -> None:
         description="SAM ViT (or SAM2) + spatio-temporal bidirectional audio-visual attention, two stages"))
     registry.add_spec(BaselineSpec(
         name="sam2love", target="baselines.sam2love.model:SAM2LOVE", tasks=("refavs",),
-        modalities=("audio", "image", "text"), paper=_SAM2LOVE_PAPER, presets=("cpu-small", "paper"),
+        modalities=("audio", "image", "text"), paper=_SAM2LOVE_PAPER, presets=("cpu-small", "cpu-small-points", "paper"),
         config_dir="sam2love", tiny=_SAM2LOVE_TINY,
         description="fused audio/text/vision [seg] token prompts SAM2 on frame 0; SAM2 memory propagates"))
     registry.add_spec(BaselineSpec(
