@@ -232,7 +232,7 @@ class SAM2LOVE(Baseline):
         learns to segment without reading sparse prompts and then never reads the ``[seg]`` token
         (docs/baselines.md); the paper's decoder is pretrained promptable."""
         b, t = batch["annotated"].shape
-        feats = self.frame_features_flat(batch)
+        feats = self._features(batch, lambda v: v.flatten(0, 1))  # all B×T frames, one batch
         s = self.image_size
         gt = masks_at(batch["masks"].to(feats.levels[2].device), (s, s)).flatten(0, 1).flatten(1)
         keep = gt.sum(1) > 0
@@ -241,14 +241,6 @@ class SAM2LOVE(Baseline):
         labels = torch.ones(len(idx), 1, dtype=torch.int32, device=idx.device)
         out = self.sam.decode(feats, points=(coords, labels), multimask=self.multimask, output_size=size)
         return out.masks.unflatten(0, (b, t)), keep.view(b, t)
-
-    def frame_features_flat(self, batch: dict) -> ImageFeatures:
-        """SAM2 features of all B×T frames as one batch (for untracked per-frame decoding)."""
-        name = self.names["sam2"]
-        if name and name in batch.get("features", {}):
-            return self.sam.from_cache({k: v.flatten(0, 1) for k, v in batch["features"][name].items()})
-        with torch.no_grad():
-            return self.sam.features(self.sam.preprocess(batch["frames"].flatten(0, 1)))
 
     def loss(self, out: BaselineOutput, batch: dict) -> dict[str, torch.Tensor]:
         """BCE + Dice (paper: λ = 1, 1) on the annotated frames among the first ``train_frames``
@@ -310,14 +302,18 @@ class SAM2LOVE(Baseline):
 
     def image_features(self, batch: dict, n: int) -> list[ImageFeatures]:
         """SAM2 features of frames 0..n-1 (one :class:`ImageFeatures` of B clips per frame)."""
+        return [self._features(batch, lambda v, t=t: v[:, t]) for t in range(n)]
+
+    def _features(self, batch: dict, select) -> ImageFeatures:
+        """SAM2 features of the frames ``select`` takes from the ``[B,T,...]`` cache levels (or
+        raw frames, encoded here without gradients)."""
         name = self.names["sam2"]
         if name and name in batch.get("features", {}):
-            levels = batch["features"][name]
-            return [self.sam.from_cache({k: v[:, t] for k, v in levels.items()}) for t in range(n)]
+            return self.sam.from_cache({k: select(v) for k, v in batch["features"][name].items()})
         if "frames" not in batch:
             need = f"the {name!r} cache" if name else "raw frames"
             raise DataError(f"batch {batch.get('key', [])[:2]}... has neither {need} nor frames",
                             hint="build batches with the baseline's feature_requests() and "
                                  "with_frames=baseline.needs_frames")
         with torch.no_grad():
-            return [self.sam.features(self.sam.preprocess(batch["frames"][:, t])) for t in range(n)]
+            return self.sam.features(self.sam.preprocess(select(batch["frames"])))
