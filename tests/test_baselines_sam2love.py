@@ -322,3 +322,77 @@ def test_points_stage_trains_the_decoder_on_points_alone(batch: dict) -> None:
     req = RunRequest.parse(["baseline=sam2love", "dataset=synth-refavs", "config=cpu-small-points",
                             "then=cpu-small"])
     assert [(s.config, s.init_from) for s in stage_requests(req)] == [("cpu-small", "")]
+
+
+def test_pixel_contrast_loss_scores_the_prompt_against_pooled_ground_truth(batch: dict) -> None:
+    """loss.pixel_weight: the [seg] prompt dotted with each stride-16 SAM2 cell, BCE + Dice against the
+    area-pooled mask of every annotated frame; its gradient reaches the fusion without the decoder."""
+    m = build("train_frames=1", "loss.pixel_weight=2").train()
+    out = m(batch)
+    sim = out.aux["pixel_logits"]
+    top = m._features(batch, lambda v: v.flatten(0, 1)).levels[2]
+    assert sim.shape == (B, T, *top.shape[-2:])
+    p = out.aux["prompt"].mean(1)
+    expect = (top[T + 1] * p[1].view(-1, 1, 1)).sum(0) / top.shape[1] ** 0.5  # clip 1, frame 1
+    assert torch.allclose(sim[1, 1], expect, atol=1e-5)
+    terms = m.loss(out, batch)
+    base = m.loss(BaselineOutput(out.logits, {}), batch)
+    assert set(terms) == {"total", "bce", "dice", "pixel"} and terms["pixel"] > 0
+    assert torch.allclose(terms["total"], base["total"] + 2 * terms["pixel"])
+    skip = {**batch, "annotated": batch["annotated"].clone()}
+    skip["annotated"][:, 1:] = False  # unannotated frames are not scored
+    assert not torch.isclose(m.loss(out, skip)["pixel"], terms["pixel"])
+    alone = build("train_frames=1", "loss.pixel_weight=1", "loss.bce_weight=0", "loss.dice_weight=0").train()
+    alone.loss(alone(batch), batch)["total"].backward()
+    assert alone.fusion.text_proj[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None or not p.grad.any() for p in alone.sam.mask_decoder.parameters())
+    with torch.no_grad():
+        assert "pixel_logits" not in m.eval()(batch).aux  # a training signal only
+    assert "pixel_logits" not in build("train_frames=1").train()(batch).aux
+    with pytest.raises(ConfigError, match="loss.pixel_weight"):
+        build("loss.pixel_weight=-1")
+
+
+def test_ridge_oracle_tells_a_per_look_read_out_from_a_shared_one() -> None:
+    from baselines.sam2love.oracle import ridge_oracle
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.nn.functional.normalize(torch.randn(8, generator=g), dim=0)
+    weights = {"red square": w, "blue star": -w}  # opposite looks: no one read-out serves both
+    samples = []
+    for look, w in weights.items():
+        for _ in range(6):  # the target is the cells where this look's own direction is large
+            x = torch.randn(64, 8, generator=g)
+            samples.append((look, x, (x @ w > 1).float()))
+    r = ridge_oracle(samples)
+    assert r["looks"] == 2 and r["scored"] == 4
+    assert r["per_look"] > 0.4 and r["shared"] < 0.2
+    with pytest.raises(ValueError, match="at least 3"):
+        ridge_oracle(samples[:2])
+
+
+def test_decoder_oracle_trains_the_decoder_and_scores_real_and_rolled_text(batch: dict) -> None:
+    from baselines.sam2love.oracle import decoder_oracle, some_frames
+
+    m = build("train_frames=1")
+    feats = dict(batch["features"])
+    feats["distilroberta_pooled"] = feats["distilroberta"].mean(1)
+    b = {**batch, "features": feats}
+    before = m.sam.mask_decoder.output_hypernetworks_mlps[0].layers[0].weight.clone()
+    seen = []
+    hist = decoder_oracle(m, lambda epoch: seen.append(epoch) or [b], lambda: [b],
+                          {"a": "appearance", "b": "sound"}, epochs=2, lr=1e-3, frames=1, every=2)
+    assert seen == [0, 1] and [e for e, _ in hist] == [2]  # scored every 2nd epoch only
+    (_, scores), = hist
+    assert set(scores) == {"real", "rolled"} and set(scores["real"]) == {"appearance", "sound"}
+    assert all(0 <= v <= 1 for v in scores["real"].values())
+    assert not torch.equal(before, m.sam.mask_decoder.output_hypernetworks_mlps[0].layers[0].weight)
+    g = torch.Generator().manual_seed(0)
+    one = some_frames(b, 1, g)
+    assert one["masks"].shape == (B, 1, *b["masks"].shape[-2:])
+    assert one["features"]["sam2_image"]["fpn2"].shape[:2] == (B, 1)
+    empty = {**b, "masks": b["masks"].clone()}
+    empty["masks"][:, :-1] = 0  # only the last frame has a target: it is the one kept
+    assert torch.equal(some_frames(empty, 1, g)["masks"][:, 0], empty["masks"][:, -1])
+    with pytest.raises(ValueError, match="pooled"):
+        decoder_oracle(m, lambda epoch: [batch], lambda: [batch], {}, epochs=1, lr=1e-3)

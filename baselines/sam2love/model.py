@@ -109,10 +109,12 @@ class SAM2LOVE(Baseline):
         loss = cfg["loss"]
         self.loss_weights = {"bce": float(loss["bce_weight"]), "dice": float(loss["dice_weight"]),
                              # absent from runs recorded before the key existed: they must rebuild
-                             "point": float(loss.get("point_weight", 0.0))}
-        if self.loss_weights["point"] < 0:
-            raise ConfigError(f"loss.point_weight={self.loss_weights['point']} must be >= 0",
-                              hint="0 = off (both presets); e.g. loss.point_weight=1")
+                             "point": float(loss.get("point_weight", 0.0)),
+                             "pixel": float(loss.get("pixel_weight", 0.0))}
+        for key in ("point", "pixel"):
+            if self.loss_weights[key] < 0:
+                raise ConfigError(f"loss.{key}_weight={self.loss_weights[key]} must be >= 0",
+                                  hint=f"0 = off (paper preset); e.g. loss.{key}_weight=1")
         self.image_size = check_image_size(cfg["image_size"])
         self.needs_frames = not feats.get("sam2")
         self.names = {"audio": feats["audio"] if self.use_audio else None,
@@ -221,18 +223,36 @@ class SAM2LOVE(Baseline):
         if n < t:
             masks = torch.cat([masks, masks.new_zeros(b, t - n, h, w)], 1)
         aux = {"prompt": prompt}
-        if self.training and self.loss_weights["point"] > 0:
-            aux["point_logits"], aux["point_keep"] = self.point_prompted(batch, (h, w))
+        if self.training and (self.loss_weights["point"] > 0 or self.loss_weights["pixel"] > 0):
+            every = self._features(batch, lambda v: v.flatten(0, 1))  # all B×T frames, one batch
+            if self.loss_weights["point"] > 0:
+                aux["point_logits"], aux["point_keep"] = self.point_prompted(batch, every, (h, w))
+            if self.loss_weights["pixel"] > 0:
+                aux["pixel_logits"] = self.pixel_similarity(prompt, every, t)
         return BaselineOutput(masks, aux)
 
-    def point_prompted(self, batch: dict, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    @staticmethod
+    def pixel_similarity(prompt: torch.Tensor, feats: ImageFeatures, t: int) -> torch.Tensor:
+        """``[B,T,h,w]`` logits: the ``[seg]`` prompt (mean of its K tokens) dotted with every cell
+        of SAM2's stride-16 image embedding, scaled by 1/sqrt(C) — CRIS's text-to-pixel contrast
+        (Wang et al., CVPR 2022), read out on the frozen features the decoder attends to. Why: the
+        fusion only learns through the decoder, and a decoder that does not yet read its sparse
+        token passes it no signal, so the prompt collapses to one vector (docs/baselines.md); this
+        asks the prompt itself to single out the target, whatever the decoder does. No parameters:
+        the prompt must live where the target's features do."""
+        top = feats.levels[2]                                               # [B*T,C,h,w]
+        p = prompt.mean(1).to(top.dtype)                                    # [B,C]
+        sim = torch.einsum("bc,btchw->bthw", p, top.unflatten(0, (p.shape[0], t)))
+        return sim / top.shape[1] ** 0.5
+
+    def point_prompted(self, batch: dict, feats: ImageFeatures,
+                       size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Every frame decoded on its own (no memory, no ``[seg]`` token) from one positive point
         drawn uniformly inside its ground truth — SAM's interactive training signal: ``[B,T,H,W]``
         logits and which frames have a non-empty mask to draw from. Why: a *random* SAM2 decoder
         learns to segment without reading sparse prompts and then never reads the ``[seg]`` token
         (docs/baselines.md); the paper's decoder is pretrained promptable."""
         b, t = batch["annotated"].shape
-        feats = self._features(batch, lambda v: v.flatten(0, 1))  # all B×T frames, one batch
         s = self.image_size
         gt = masks_at(batch["masks"].to(feats.levels[2].device), (s, s)).flatten(0, 1).flatten(1)
         keep = gt.sum(1) > 0
@@ -244,7 +264,9 @@ class SAM2LOVE(Baseline):
 
     def loss(self, out: BaselineOutput, batch: dict) -> dict[str, torch.Tensor]:
         """BCE + Dice (paper: λ = 1, 1) on the annotated frames among the first ``train_frames``
-        (+ ``loss.point_weight`` × BCE + Dice of the point-prompted frames, when trained)."""
+        (+ ``loss.point_weight`` × BCE + Dice of the point-prompted frames and
+        ``loss.pixel_weight`` × BCE + Dice of the prompt–pixel similarity against the area-pooled
+        ground truth of every annotated frame, when on)."""
         logits = out.logits
         keep = batch["annotated"].bool().clone()
         keep[:, self.train_frames:] = False
@@ -265,6 +287,18 @@ class SAM2LOVE(Baseline):
                      if ok.any() else px.sum() * 0.0)
             total = total + self.loss_weights["point"] * point
             parts["point"] = point.detach()
+        if "pixel_logits" in out.aux:
+            sim = out.aux["pixel_logits"]
+            ok = batch["annotated"].bool().to(sim.device)
+            if not self.train_nulls:
+                ok &= ~batch["is_null"].bool()[:, None].to(ok.device)
+            soft = F.interpolate(batch["masks"].to(sim.device).flatten(0, 1)[:, None].float(),
+                                 size=tuple(sim.shape[-2:]), mode="area")[:, 0].unflatten(0, ok.shape)
+            sx, sy = sim[ok], soft[ok]
+            pixel = (F.binary_cross_entropy_with_logits(sx, sy) + dice_loss(sx, sy)
+                     if ok.any() else sim.sum() * 0.0)
+            total = total + self.loss_weights["pixel"] * pixel
+            parts["pixel"] = pixel.detach()
         return {"total": total, **parts}
 
     # ---- pieces ------------------------------------------------------------------------------
