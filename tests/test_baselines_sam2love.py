@@ -312,13 +312,22 @@ def test_points_stage_trains_the_decoder_on_points_alone(batch: dict) -> None:
     gets no gradient; `then=cpu-small` chains the [seg] stage from it."""
     from avsbench_kit.runs.run import RunRequest, stage_requests
 
-    m = build("config=cpu-small-points").train()
+    m = build_run("sam2love", "refavs", "config=cpu-small-points", "features.image=vit", f"dims.image={V_DIM}").train()
+    assert not m.use_audio and not m.use_text  # one stage-1 run serves every modality variant
     out = m(batch)
     terms = m.loss(out, batch)
     assert torch.equal(terms["total"], terms["point"]) and terms["bce"] > 0
     terms["total"].backward()
     assert all(p.grad is None or not p.grad.any() for n, p in m.named_parameters() if n.startswith("fusion."))
     assert m.sam.prompt_encoder.point_embeddings[1].weight.grad.abs().sum() > 0
+    from avsbench_kit.runs.trainer import load_trainable_state, trainable_state
+
+    state = trainable_state(m, [p for g in m.param_groups() for p in g.params])
+    for off in ("", "text", "audio"):  # the vision-only stage 1 fits each stage 2
+        keep = [o for o in SMALL if not off or off not in o.split("=")[0]]
+        stage2 = build_run("sam2love", "refavs", *keep, *([f"{off}=off"] if off else []))
+        assert load_trainable_state(stage2, state) == len(state)
+        assert torch.equal(stage2.sam.mask_decoder.iou_token.weight, m.sam.mask_decoder.iou_token.weight)
     req = RunRequest.parse(["baseline=sam2love", "dataset=synth-refavs", "config=cpu-small-points",
                             "then=cpu-small"])
     assert [(s.config, s.init_from) for s in stage_requests(req)] == [("cpu-small", "")]

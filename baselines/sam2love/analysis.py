@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
              for r in manifest.rows(s)}
     groups: dict[tuple[str, ...], list[Any]] = {}
     for rec in store.records(lambda r: r.baseline == args.baseline and r.dataset == args.dataset
-                             and r.status == "complete"):
+                             and r.status == "complete" and r.mode != "train"):  # train-only: no scores
         key = tuple(o for o in rec.overrides if not o.startswith("seed="))
         key = key if rec.mode == "train+eval" else (f"mode={rec.mode}",) + key
         groups.setdefault(key, []).append(rec)
