@@ -6,6 +6,8 @@ exit code; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from typing import Callable
+
 
 class AvsKitError(Exception):
     """A problem the user can fix: bad input, bad layout, bad override."""
@@ -69,3 +71,18 @@ def storage_error(exc: OSError) -> "StorageError | None":
     return StorageError(f"cannot {verb} {where}: {_STORAGE_ERRNOS[name]} ({name}); the data written before is kept",
                         hint="free space or make the folder writable (or pick another: --home DIR / $AVSKIT_HOME), "
                              "then re-run the same command: it resumes")
+
+
+def run_script(main: "Callable[[], object]") -> int:
+    """Exit code of a ``python -m …`` analysis script: a user error is one line + hint and code 2,
+    as in ``avskit``, not a traceback."""
+    import sys
+
+    try:
+        main()
+    except AvsKitError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    return 0

@@ -376,7 +376,7 @@ def test_ridge_oracle_tells_a_per_look_read_out_from_a_shared_one() -> None:
     r = ridge_oracle(samples)
     assert r["looks"] == 2 and r["scored"] == 4
     assert r["per_look"] > 0.4 and r["shared"] < 0.2
-    with pytest.raises(ValueError, match="at least 3"):
+    with pytest.raises(DataError, match="at least 3"):
         ridge_oracle(samples[:2])
 
 
@@ -403,5 +403,5 @@ def test_decoder_oracle_trains_the_decoder_and_scores_real_and_rolled_text(batch
     empty = {**b, "masks": b["masks"].clone()}
     empty["masks"][:, :-1] = 0  # only the last frame has a target: it is the one kept
     assert torch.equal(some_frames(empty, 1, g)["masks"][:, 0], empty["masks"][:, -1])
-    with pytest.raises(ValueError, match="pooled"):
+    with pytest.raises(DataError, match="pooled"):
         decoder_oracle(m, lambda epoch: [batch], lambda: [batch], {}, epochs=1, lr=1e-3)

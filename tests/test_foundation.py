@@ -82,6 +82,20 @@ def test_cli_user_error_is_one_line(tmp_path, capsys):
     assert "hint:" in err
 
 
+def test_analysis_scripts_report_user_errors_in_one_line(capsys):
+    """``python -m baselines.….analysis`` scripts: an AvsKitError is 'error:' + 'hint:' and code 2."""
+    from avsbench_kit.errors import run_script
+
+    def bad() -> None:
+        raise ConfigError("no run id starts with 'x'", hint="avskit runs ls")
+
+    assert run_script(bad) == 2
+    assert capsys.readouterr().err == "error: no run id starts with 'x'\nhint: avskit runs ls\n"
+    assert run_script(lambda: None) == 0
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        run_script(lambda: 1 / 0)
+
+
 @pytest.mark.parametrize("where", ["front", "end"])
 def test_cli_debug_reraises_anywhere_on_the_line(tmp_path, where):
     from avsbench_kit.errors import AvsKitError

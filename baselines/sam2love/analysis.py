@@ -155,4 +155,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from avsbench_kit.errors import run_script
+
+    raise SystemExit(run_script(main))

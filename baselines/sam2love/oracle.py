@@ -1,5 +1,6 @@
-"""Can SAM2's decoder, as a run holds it, be conditioned on the expression at all? Two oracles that
-skip SAM2-LOVE's fusion, for telling a fusion problem from a decoder / image-feature problem.
+"""SAM2-LOVE oracles: can a run's SAM2 decoder and features be conditioned on the expression at all?
+
+Both skip SAM2-LOVE's fusion, to tell a fusion problem from a decoder / image-feature problem.
 
     python -m baselines.sam2love.oracle decoder RUN [--epochs 8] [--lr 3e-4] [--batch-size 4]
                                                 [--frames 0] [--every 1] [--home DIR]
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from avsbench_kit.errors import DataError
 from baselines.base import masks_at
 from baselines.common.losses import dice_loss
 
@@ -33,7 +35,8 @@ from baselines.common.losses import dice_loss
 def _text(batch: dict, model: Any) -> torch.Tensor:
     name = model.names["text"]
     if not name or f"{name}_pooled" not in batch["features"]:
-        raise ValueError(f"the decoder oracle needs the pooled sentence embedding ({name}_pooled)")
+        raise DataError(f"the decoder oracle needs the pooled sentence embedding ({name}_pooled)",
+                        hint="use a run with text on and a text encoder that caches <name>_pooled (e.g. minilm)")
     return batch["features"][f"{name}_pooled"].float()
 
 
@@ -135,7 +138,8 @@ def ridge_oracle(samples: list[tuple[str, torch.Tensor, torch.Tensor]], ridge: f
         return out
 
     if not fit_on:
-        raise ValueError("the ridge oracle needs at least 3 expressions of one look")
+        raise DataError("the ridge oracle needs at least 3 appearance expressions of one look",
+                        hint="a larger SynthAVS (avskit prepare synth --size medium) has more")
     shared = fit([p for v in fit_on.values() for p in v])
     per, common = [], []
     for look, pairs in score_on.items():
@@ -199,4 +203,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from avsbench_kit.errors import run_script
+
+    raise SystemExit(run_script(main))
