@@ -405,3 +405,20 @@ def test_decoder_oracle_trains_the_decoder_and_scores_real_and_rolled_text(batch
     assert torch.equal(some_frames(empty, 1, g)["masks"][:, 0], empty["masks"][:, -1])
     with pytest.raises(DataError, match="pooled"):
         decoder_oracle(m, lambda epoch: [batch], lambda: [batch], {}, epochs=1, lr=1e-3)
+
+
+def test_analysis_groups_seeds_of_one_variant_and_nothing_else() -> None:
+    from types import SimpleNamespace
+
+    from baselines.sam2love.analysis import variant_key
+
+    def rec(*overrides: str, config: str = "cpu-small", init: str = "", mode: str = "train+eval"):
+        return SimpleNamespace(overrides=list(overrides), config_name=config, mode=mode,
+                               init_from={"config_name": init, "run_id": "x"} if init else {})
+
+    stage2 = [variant_key(rec(f"seed={s}", "text=off", init="cpu-small-points")) for s in (0, 1)]
+    assert stage2[0] == stage2[1] == ("init_from=cpu-small-points", "text=off")
+    keys = {variant_key(rec("seed=0", "text=off")),                              # one stage
+            variant_key(rec("seed=0", "text=off", config="cpu-small-points")),   # stage 1
+            stage2[0], variant_key(rec("seed=0", "text=off", mode="eval"))}
+    assert len(keys) == 4

@@ -4,7 +4,7 @@ and (``--prompts RUN``) whether a trained run's ``[seg]`` prompt carries the exp
     python -m baselines.sam2love.analysis [--home DIR] [--baseline sam2love] [--dataset synth-refavs]
     python -m baselines.sam2love.analysis --prompts RUN_ID [--split test_s] [--home DIR]
 
-Complete runs are grouped by their mode and command-line overrides minus ``seed=``; each group prints
+Complete runs are grouped by :func:`variant_key` (overrides minus ``seed=``, preset, mode, warm start); each group prints
 mean ± sample std over its seeds. Mix (S+U) is the run's own ``test_mix`` score (test_s and
 test_u scored together). The expression kind is read back from the SynthAVS template
 (:func:`avsbench_kit.data.synth_scenes.expression_kind`).
@@ -29,6 +29,18 @@ def mean_std(values: list[float]) -> str:
         return f"{100 * m:.2f}"
     sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
     return f"{100 * m:.2f} ± {100 * sd:.2f}"
+
+
+def variant_key(record: Any) -> tuple[str, ...]:
+    """What makes runs one variant: their overrides minus ``seed=``, plus the preset when it is not
+    ``cpu-small``, the mode when it is not ``train+eval`` and the preset of a warm start's source
+    (so stage 1, stage 2 and a one-stage run with the same overrides never share a row)."""
+    key = tuple(o for o in record.overrides if not o.startswith(("seed=", "init_from=")))
+    if record.init_from:
+        key = (f"init_from={record.init_from.get('config_name') or 'run'}",) + key
+    if record.config_name and record.config_name != "cpu-small":
+        key = (f"config={record.config_name}",) + key
+    return key if record.mode == "train+eval" else (f"mode={record.mode}",) + key
 
 
 def run_summary(record: Any, samples: Any, kinds: dict[str, str], protocol: str) -> dict[str, float]:
@@ -133,9 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     groups: dict[tuple[str, ...], list[Any]] = {}
     for rec in store.records(lambda r: r.baseline == args.baseline and r.dataset == args.dataset
                              and r.status == "complete" and r.mode != "train"):  # train-only: no scores
-        key = tuple(o for o in rec.overrides if not o.startswith("seed="))
-        key = key if rec.mode == "train+eval" else (f"mode={rec.mode}",) + key
-        groups.setdefault(key, []).append(rec)
+        groups.setdefault(variant_key(rec), []).append(rec)
     for protocol in ("refavs-v1", "refavs-clip-v1"):
         print(f"\n## {args.baseline} on {args.dataset} — {protocol} (mean ± std over seeds, %)")
         cols = ["test_s/J&F", "test_u/J&F", "test_mix/J", "test_mix/F", "test_mix/J&F", "test_n/S"] + \
