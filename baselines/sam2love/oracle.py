@@ -66,11 +66,13 @@ def oracle_logits(model: Any, net: torch.nn.Module, batch: dict, roll: bool = Fa
 
 
 def per_clip_j(logits: torch.Tensor, masks: torch.Tensor, annotated: torch.Tensor) -> torch.Tensor:
-    """Mean J over each clip's annotated frames with a non-empty target: [B] (NaN: none)."""
-    pred, gt = logits > 0, masks_at(masks, tuple(logits.shape[-2:])) > 0.5
+    """Mean J (the metrics' per-frame IoU kernel) over each clip's annotated frames with a non-empty
+    target, at the logits' resolution: [B] (NaN: none)."""
+    from avsbench_kit.metrics.functional import frame_iou
+
+    gt = masks_at(masks, tuple(logits.shape[-2:])) > 0.5
     keep = annotated.bool() & gt.flatten(2).any(-1)
-    inter = (pred & gt).flatten(2).sum(-1).float()
-    j = inter / (pred | gt).flatten(2).sum(-1).float().clamp_min(1)
+    j = frame_iou(logits.flatten(0, 1), gt.flatten(0, 1)).view(keep.shape)
     return torch.where(keep, j, torch.nan).nanmean(1)
 
 
