@@ -339,7 +339,7 @@ def test_pixel_contrast_loss_scores_the_prompt_against_pooled_ground_truth(batch
     m = build("train_frames=1", "loss.pixel_weight=2").train()
     out = m(batch)
     sim = out.aux["pixel_logits"]
-    top = m._features(batch, lambda v: v.flatten(0, 1)).levels[2]
+    top = m.all_frame_features(batch).levels[2]
     assert sim.shape == (B, T, *top.shape[-2:])
     p = out.aux["prompt"].mean(1)
     expect = (top[T + 1] * p[1].view(-1, 1, 1)).sum(0) / top.shape[1] ** 0.5  # clip 1, frame 1

@@ -177,3 +177,20 @@ def test_multistep_gradients_reach_only_the_best_candidate():
     assert touched[0].sum() == 1  # mask 0: only its best candidate gets mask gradients
     assert touched[1].sum() == 0  # mask 1: empty GT, mask terms zeroed
     assert (ious.grad[0] != 0).sum() == 1 and (ious.grad[1] == 0).all()
+
+
+def test_masked_bce_dice_scores_the_selected_masks_and_keeps_the_graph_when_none() -> None:
+    import torch.nn.functional as F
+
+    from baselines.common.losses import masked_bce_dice
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, generator=g, requires_grad=True)
+    target = (torch.rand(2, 3, 8, 8, generator=g) > 0.5).float()
+    keep = torch.tensor([[True, False, True], [False, False, True]])
+    expect = F.binary_cross_entropy_with_logits(logits[keep], target[keep]) + dice_loss(logits[keep], target[keep])
+    assert torch.allclose(masked_bce_dice(logits, target, keep), expect)
+    none = masked_bce_dice(logits, target, torch.zeros(2, 3, dtype=torch.bool))
+    assert none.item() == 0.0
+    none.backward()
+    assert logits.grad is not None and not logits.grad.any()

@@ -52,6 +52,15 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, *, smooth: float = 1.0
     return _reduce(per_mask, num_objects, reduction)
 
 
+def masked_bce_dice(logits: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """BCE + Dice over the masks ``keep`` selects (``logits``/``target`` ``[..., H, W]``, ``keep``
+    their leading shape); a zero that keeps the graph when ``keep`` selects none."""
+    if not keep.any():
+        return logits.sum() * 0.0
+    x, y = logits[keep], target[keep]
+    return F.binary_cross_entropy_with_logits(x, y) + dice_loss(x, y)
+
+
 def sigmoid_focal_loss(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0.25, gamma: float = 2.0,
                        num_objects: float | None = None, reduction: str = "mean") -> torch.Tensor:
     """Focal loss (RetinaNet; SAM2 uses alpha 0.25, gamma 2) averaged over the pixels of each mask

@@ -35,7 +35,7 @@ def variant_key(record: Any) -> tuple[str, ...]:
     """What makes runs one variant: their overrides minus ``seed=``, plus the preset when it is not
     ``cpu-small``, the mode when it is not ``train+eval`` and the preset of a warm start's source
     (so stage 1, stage 2 and a one-stage run with the same overrides never share a row)."""
-    key = tuple(o for o in record.overrides if not o.startswith(("seed=", "init_from=")))
+    key = tuple(o for o in record.overrides if not o.startswith("seed="))
     if record.init_from:
         key = (f"init_from={record.init_from.get('config_name') or 'run'}",) + key
     if record.config_name and record.config_name != "cpu-small":

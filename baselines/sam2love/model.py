@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from avsbench_kit.errors import ConfigError, DataError
 from baselines.base import (Baseline, BaselineOutput, ParamGroup, check_batch, decay_groups,
                             encoder_weights_missing, feature_request, input_enabled, masks_at)
-from baselines.common.losses import dice_loss
+from baselines.common.losses import dice_loss, masked_bce_dice
 from baselines.common.sam2_cache import sam2_cache_overrides
 from avsbench_kit.models.sam2 import ImageFeatures, SAM2Wrapper, check_image_size
 from baselines.sam2love.fusion import (AUDIO_TOKENS, HIS_SOURCES, INDICATORS, POSITIONALS,
@@ -224,7 +224,7 @@ class SAM2LOVE(Baseline):
             masks = torch.cat([masks, masks.new_zeros(b, t - n, h, w)], 1)
         aux = {"prompt": prompt}
         if self.training and (self.loss_weights["point"] > 0 or self.loss_weights["pixel"] > 0):
-            every = self._features(batch, lambda v: v.flatten(0, 1))  # all B×T frames, one batch
+            every = self.all_frame_features(batch)
             if self.loss_weights["point"] > 0:
                 aux["point_logits"], aux["point_keep"] = self.point_prompted(batch, every, (h, w))
             if self.loss_weights["pixel"] > 0:
@@ -282,9 +282,7 @@ class SAM2LOVE(Baseline):
         parts = {"bce": bce.detach(), "dice": dice.detach()}
         if "point_logits" in out.aux:
             ok = out.aux["point_keep"] & batch["annotated"].bool().to(logits.device)
-            px = out.aux["point_logits"]
-            point = (F.binary_cross_entropy_with_logits(px[ok], target[ok]) + dice_loss(px[ok], target[ok])
-                     if ok.any() else px.sum() * 0.0)
+            point = masked_bce_dice(out.aux["point_logits"], target, ok)
             total = total + self.loss_weights["point"] * point
             parts["point"] = point.detach()
         if "pixel_logits" in out.aux:
@@ -294,9 +292,7 @@ class SAM2LOVE(Baseline):
                 ok &= ~batch["is_null"].bool()[:, None].to(ok.device)
             soft = F.interpolate(batch["masks"].to(sim.device).flatten(0, 1)[:, None].float(),
                                  size=tuple(sim.shape[-2:]), mode="area")[:, 0].unflatten(0, ok.shape)
-            sx, sy = sim[ok], soft[ok]
-            pixel = (F.binary_cross_entropy_with_logits(sx, sy) + dice_loss(sx, sy)
-                     if ok.any() else sim.sum() * 0.0)
+            pixel = masked_bce_dice(sim, soft, ok)
             total = total + self.loss_weights["pixel"] * pixel
             parts["pixel"] = pixel.detach()
         return {"total": total, **parts}
@@ -337,6 +333,10 @@ class SAM2LOVE(Baseline):
     def image_features(self, batch: dict, n: int) -> list[ImageFeatures]:
         """SAM2 features of frames 0..n-1 (one :class:`ImageFeatures` of B clips per frame)."""
         return [self._features(batch, lambda v, t=t: v[:, t]) for t in range(n)]
+
+    def all_frame_features(self, batch: dict) -> ImageFeatures:
+        """SAM2 features of all B×T frames as one batch (untracked per-frame decoding, read-outs)."""
+        return self._features(batch, lambda v: v.flatten(0, 1))
 
     def _features(self, batch: dict, select) -> ImageFeatures:
         """SAM2 features of the frames ``select`` takes from the ``[B,T,...]`` cache levels (or

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from avsbench_kit.errors import DataError
 from baselines.base import masks_at
-from baselines.common.losses import dice_loss
+from baselines.common.losses import masked_bce_dice
 
 
 def _text(batch: dict, model: Any) -> torch.Tensor:
@@ -59,7 +59,7 @@ def oracle_logits(model: Any, net: torch.nn.Module, batch: dict, roll: bool = Fa
     text = _text(batch, model)
     prompt = net(text.roll(1, 0) if roll else text)[:, None]
     b, t = batch["annotated"].shape
-    feats = model._features(batch, lambda v: v.flatten(0, 1))
+    feats = model.all_frame_features(batch)
     out = model.sam.decode(feats, prompt.repeat_interleave(t, 0), multimask=model.multimask,
                            output_size=size, pad_point=True)
     return out.masks.unflatten(0, (b, t))
@@ -96,9 +96,8 @@ def decoder_oracle(model: Any, train_batches, eval_batches, kinds: dict[str, str
             if frames:
                 batch = some_frames(batch, frames, gen)
             logits = oracle_logits(model, net, batch)
-            ok = batch["annotated"].bool()
-            y = masks_at(batch["masks"], tuple(logits.shape[-2:]))
-            loss = F.binary_cross_entropy_with_logits(logits[ok], y[ok]) + dice_loss(logits[ok], y[ok])
+            loss = masked_bce_dice(logits, masks_at(batch["masks"], tuple(logits.shape[-2:])),
+                                   batch["annotated"].bool())
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -188,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         texts = {r["sample_key"]: r["text"] for r in run.manifest.rows(split)}
         with torch.no_grad():
             for batch in batches(split):
-                cells = model._features(batch, lambda v: v.flatten(0, 1)).levels[args.level].float()
+                cells = model.all_frame_features(batch).levels[args.level].float()
                 b, t = batch["annotated"].shape
                 cells = cells.unflatten(0, (b, t))
                 pooled = F.interpolate(batch["masks"].flatten(0, 1)[:, None].float(), size=cells.shape[-2:],
