@@ -73,6 +73,8 @@ def test_shapes_loss_and_trainable_split(model: SAM2LOVE, batch: dict) -> None:
     assert not any(".image_encoder." in n for n in trainable)
     with_grad = {n for n, p in m.named_parameters() if p.grad is not None}
     assert with_grad <= trainable and "fusion.seg_token" in with_grad
+    mults = {g.name: g.lr_mult for g in build("fusion.lr_mult=10").param_groups()}
+    assert mults == {"fusion": 10.0, "fusion.no_decay": 10.0, "sam2": 1.0, "sam2.no_decay": 1.0}
     paper_like = build("sam2.train_memory=false")
     assert not any(p.requires_grad for n, p in paper_like.named_parameters()
                    if ".memory_attention." in n or ".memory_encoder." in n)
@@ -209,6 +211,8 @@ def test_bad_config_and_missing_weights_fail_in_one_line() -> None:
         build("fusion.width=31")
     with pytest.raises(ConfigError, match="fusion.positional"):
         build("fusion.positional=rope")
+    with pytest.raises(ConfigError, match=r"fusion.lr_mult=0.0 must be > 0"):
+        build("fusion.lr_mult=0")
     from avsbench_kit.runs.run import RunRequest, check_weights, resolve_config
 
     def missing(*overrides: str) -> str:

@@ -99,6 +99,10 @@ class SAM2LOVE(Baseline):
             if not used:  # that modality's keys belong to the variant with it switched on
                 self.inactive(f"dims.{kind}", f"features.{kind}", f"features.{kind}_overrides")
         self.fcfg = fusion_config(cfg)
+        self.fusion_lr_mult = float(cfg["fusion"].get("lr_mult", 1.0))  # absent from older records
+        if self.fusion_lr_mult <= 0:
+            raise ConfigError(f"fusion.lr_mult={self.fusion_lr_mult} must be > 0",
+                              hint="1 = the paper's single learning rate; e.g. fusion.lr_mult=10")
         self.train_frames = _positive(cfg["train_frames"], "train_frames")
         self.train_nulls = bool(cfg["train_nulls"])
         self.multimask = bool(cfg["multimask"])
@@ -197,10 +201,11 @@ class SAM2LOVE(Baseline):
 
     def param_groups(self) -> list[ParamGroup]:
         """The new parts (fusion, tokens, projections) and SAM2's trained parts, each split into
-        decayed weights and no-decay norms/biases/tokens; one learning rate (the paper's)."""
+        decayed weights and no-decay norms/biases/tokens. One learning rate (the paper's) unless
+        ``fusion.lr_mult`` scales the new parts' (trained from scratch, unlike SAM2's)."""
         new = [(n, p) for n, p in self.named_parameters() if not n.startswith("sam.")]
         sam = [(n, p) for n, p in self.named_parameters() if n.startswith("sam.")]
-        return decay_groups(new, name="fusion") + decay_groups(sam, name="sam2")
+        return decay_groups(new, name="fusion", lr_mult=self.fusion_lr_mult) + decay_groups(sam, name="sam2")
 
     def train(self, mode: bool = True) -> "SAM2LOVE":
         super().train(mode)
