@@ -384,6 +384,30 @@ def test_ridge_oracle_tells_a_per_look_read_out_from_a_shared_one() -> None:
         ridge_oracle(samples[:2])
 
 
+def test_audio_oracle_finds_a_target_class_the_audio_carries_and_not_one_it_does_not() -> None:
+    from baselines.sam2love.oracle import audio_oracle, onset_features
+
+    g = torch.Generator().manual_seed(0)
+    classes = ["horn", "bell", "drum"]
+    tone = {c: torch.randn(16, generator=g) for c in classes}
+
+    def clip(target: str) -> torch.Tensor:  # silence, then the target's tone from second 3 on
+        audio = 0.1 * torch.randn(10, 16, generator=g)
+        audio[3:] += tone[target]
+        return onset_features(audio, first=True)
+
+    assert clip("horn").shape == (2 * 10 * 16 + 1,)
+    train = [(clip(c), c) for c in classes for _ in range(8)]
+    test = [(clip(c), c) for c in classes for _ in range(4)]
+    r = audio_oracle(train, test, ridge=1.0)
+    assert r["accuracy"] == 1.0 and r["chance"] == pytest.approx(1 / 3) and r["scored"] == 12
+    shuffled = [(x, classes[i % 3]) for i, (x, _) in enumerate(train)]
+    unrelated = audio_oracle(shuffled, [(x, classes[(i + 1) % 3]) for i, (x, _) in enumerate(test)], ridge=1.0)
+    assert unrelated["accuracy"] < 0.7  # labels the audio does not carry are not read from it
+    with pytest.raises(DataError, match="onset"):
+        audio_oracle(train[:1], test)
+
+
 def test_decoder_oracle_trains_the_decoder_and_scores_real_and_rolled_text(batch: dict) -> None:
     from baselines.sam2love.oracle import decoder_oracle, some_frames
 

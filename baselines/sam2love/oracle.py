@@ -5,6 +5,7 @@ Both skip SAM2-LOVE's fusion, to tell a fusion problem from a decoder / image-fe
     python -m baselines.sam2love.oracle decoder RUN [--epochs 8] [--lr 3e-4] [--batch-size 4]
                                                 [--frames 0] [--every 1] [--home DIR]
     python -m baselines.sam2love.oracle ridge RUN [--level 2] [--home DIR]
+    python -m baselines.sam2love.oracle audio RUN [--ridge 100] [--home DIR]
 
 ``decoder``: the sparse prompt is an MLP of the pooled sentence embedding (``<text>_pooled``; the
 most direct text -> prompt map there is), decoded on *every* frame (10× the paper's frame-0 signal)
@@ -17,6 +18,12 @@ the text.
 one per target appearance (oracle: told the colour and shape) vs one shared by all, fitted on 2/3
 of the appearance expressions of each look and scored (cell IoU) on the rest. Per-look ≫ shared
 = the frozen features do single out the target linearly.
+``audio``: do the run's cached audio features name the target of the onset expressions (first /
+last), which only the audio can resolve? A closed-form one-vs-rest read-out from the clip's audio
+(each second's features and their rise from the second before, plus a first/last flag) to the
+target's class, fitted on train and scored (accuracy) on test_s against the majority class.
+Above the majority = the information is in the features; whether the fusion uses it is the
+separate question the ``audio=off`` runs answer.
 """
 
 from __future__ import annotations
@@ -116,6 +123,16 @@ def decoder_oracle(model: Any, train_batches, eval_batches, kinds: dict[str, str
     return history
 
 
+def ridge_fit(x: torch.Tensor, y: torch.Tensor, ridge: float) -> torch.Tensor:
+    """Closed-form ridge weights (last row = bias) of ``y [N,K]`` (or [N]) on ``x [N,C]``."""
+    x = torch.cat([x, torch.ones(len(x), 1)], 1)
+    return torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1]), x.T @ y)
+
+
+def ridge_predict(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([x, torch.ones(len(x), 1)], 1) @ w
+
+
 def ridge_oracle(samples: list[tuple[str, torch.Tensor, torch.Tensor]], ridge: float = 1.0) -> dict[str, float]:
     """``samples``: (look, cells [N,C], pooled target [N]) per expression. Per-look vs shared linear
     read-out, fitted on the first 2/3 of each look's samples, mean cell IoU (threshold 0.25) on the rest."""
@@ -126,14 +143,12 @@ def ridge_oracle(samples: list[tuple[str, torch.Tensor, torch.Tensor]], ridge: f
     score_on = {k: v[2 * len(v) // 3:] for k, v in by_look.items() if len(v) >= 3}
 
     def fit(pairs):
-        x = torch.cat([torch.cat([p[0], torch.ones(len(p[0]), 1)], 1) for p in pairs])
-        y = torch.cat([p[1] for p in pairs])
-        return torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1]), x.T @ y)
+        return ridge_fit(torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs]), ridge)
 
     def iou(w, pairs):
         out = []
         for x, y in pairs:
-            pred, gt = torch.cat([x, torch.ones(len(x), 1)], 1) @ w > 0.25, y > 0.25
+            pred, gt = ridge_predict(w, x) > 0.25, y > 0.25
             if gt.any():
                 out.append(float((pred & gt).sum() / (pred | gt).sum().clamp_min(1)))
         return out
@@ -150,13 +165,41 @@ def ridge_oracle(samples: list[tuple[str, torch.Tensor, torch.Tensor]], ridge: f
             "looks": float(len(fit_on)), "scored": float(len(per))}
 
 
+def onset_features(audio: torch.Tensor, first: bool) -> torch.Tensor:
+    """One clip's audio ``[T,D]`` as a vector: every second's features, their rise from the second
+    before (onsets), and whether the expression asks for the first or the last onset."""
+    rise = torch.cat([audio[:1], audio[1:] - audio[:-1]])
+    return torch.cat([audio.flatten(), rise.flatten(), torch.tensor([float(first)])])
+
+
+def audio_oracle(train: list[tuple[torch.Tensor, str]], test: list[tuple[torch.Tensor, str]],
+                 ridge: float = 100.0) -> dict[str, float]:
+    """``(onset_features, target class)`` pairs -> test accuracy of a standardised one-vs-rest ridge
+    read-out fitted on ``train``, the majority-class accuracy and chance."""
+    if len(train) < 2 or not test:
+        raise DataError(f"the audio oracle needs onset (first / last) expressions in train and test_s "
+                        f"(got {len(train)} / {len(test)})",
+                        hint="a larger SynthAVS (avskit prepare synth --size medium) has more")
+    classes = sorted({c for _, c in train})
+    x = torch.stack([v for v, _ in train]).float()
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    y = torch.tensor([[c == t for c in classes] for _, t in train], dtype=torch.float32)
+    w = ridge_fit((x - mu) / sd, y, ridge)
+    pred = ridge_predict(w, (torch.stack([v for v, _ in test]).float() - mu) / sd).argmax(1)
+    truth = [t for _, t in test]
+    majority = max(classes, key=[t for _, t in train].count)
+    return {"accuracy": sum(classes[i] == t for i, t in zip(pred.tolist(), truth)) / len(truth),
+            "majority": sum(t == majority for t in truth) / len(truth), "chance": 1 / len(classes),
+            "classes": float(len(classes)), "scored": float(len(truth))}
+
+
 def main(argv: list[str] | None = None) -> None:
     from avsbench_kit.data.synth_scenes import expression_kind
     from avsbench_kit.features.reader import feature_batches
     from avsbench_kit.probes.engine import load_run
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("oracle", choices=("decoder", "ridge"))
+    ap.add_argument("oracle", choices=("decoder", "ridge", "audio"))
     ap.add_argument("run")
     ap.add_argument("--home", default=None)
     ap.add_argument("--epochs", type=int, default=8)
@@ -165,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--frames", type=int, default=0, help="decoder: frames decoded per training clip (0 = all)")
     ap.add_argument("--every", type=int, default=1, help="decoder: evaluate every N epochs")
     ap.add_argument("--level", type=int, default=2, choices=(0, 1, 2), help="ridge: SAM2 level (stride 4/8/16)")
+    ap.add_argument("--ridge", type=float, default=100.0, help="audio: ridge penalty")
     args = ap.parse_args(argv)
     run = load_run(args.run, args.home)
     model = run.model
@@ -181,6 +225,27 @@ def main(argv: list[str] | None = None) -> None:
         for epoch, h in hist:
             print(f"epoch {epoch}: test_s J real " + " ".join(f"{k} {v:.3f}" for k, v in h["real"].items())
                   + " | rolled text " + " ".join(f"{k} {v:.3f}" for k, v in h["rolled"].items()))
+        return
+    if args.oracle == "audio":
+        name = model.names["audio"]
+        if not name:
+            raise DataError(f"run {args.run} has audio switched off", hint="use a run with audio on")
+        requests = [r for r in run.requests if r.encoder == name]
+        pairs: dict[str, list[tuple[torch.Tensor, str]]] = {}
+        for split in ("train", "test_s"):
+            rows = {r["sample_key"]: r for r in run.manifest.rows(split)}
+            for batch in feature_batches(run.manifest, split, requests, batch_size=32, shuffle=False,
+                                         seed=0, home=args.home, with_masks=False):
+                for i, key in enumerate(batch["key"]):
+                    kind = expression_kind(rows[key]["text"])
+                    if kind in ("first", "last") and not bool(batch["is_null"][i]):
+                        pairs.setdefault(split, []).append(
+                            (onset_features(batch["features"][name][i].float(), kind == "first"),
+                             rows[key]["category"]))
+        r = audio_oracle(pairs.get("train", []), pairs.get("test_s", []), args.ridge)
+        print(f"{name}: target class of {int(r['scored'])} test_s first/last expressions from the audio "
+              f"alone: accuracy {r['accuracy']:.3f} vs majority class {r['majority']:.3f} "
+              f"(chance {r['chance']:.3f}, {int(r['classes'])} classes)")
         return
     samples = []
     for split in ("train", "test_s", "test_u"):
