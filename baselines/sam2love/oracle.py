@@ -213,9 +213,10 @@ def main(argv: list[str] | None = None) -> None:
     run = load_run(args.run, args.home)
     model = run.model
 
-    def batches(split: str, shuffle: bool = False, seed: int = 0, size: int = 8):
-        return feature_batches(run.manifest, split, run.requests, batch_size=size, shuffle=shuffle,
-                               seed=seed, home=args.home)
+    def batches(split: str, shuffle: bool = False, seed: int = 0, size: int = 8, requests=None):
+        """The run's batches of ``split``; ``requests``: only those caches, no masks (cheap reads)."""
+        return feature_batches(run.manifest, split, requests or run.requests, batch_size=size,
+                               shuffle=shuffle, seed=seed, home=args.home, with_masks=requests is None)
 
     if args.oracle == "decoder":
         kinds = {r["sample_key"]: expression_kind(r["text"]) for r in run.manifest.rows("test_s")}
@@ -230,12 +231,11 @@ def main(argv: list[str] | None = None) -> None:
         name = model.names["audio"]
         if not name:
             raise DataError(f"run {args.run} has audio switched off", hint="use a run with audio on")
-        requests = [r for r in run.requests if r.encoder == name]
+        audio_only = [r for r in run.requests if r.encoder == name]
         pairs: dict[str, list[tuple[torch.Tensor, str]]] = {}
         for split in ("train", "test_s"):
             rows = {r["sample_key"]: r for r in run.manifest.rows(split)}
-            for batch in feature_batches(run.manifest, split, requests, batch_size=32, shuffle=False,
-                                         seed=0, home=args.home, with_masks=False):
+            for batch in batches(split, size=32, requests=audio_only):
                 for i, key in enumerate(batch["key"]):
                     kind = expression_kind(rows[key]["text"])
                     if kind in ("first", "last") and not bool(batch["is_null"][i]):
