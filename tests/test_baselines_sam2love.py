@@ -366,6 +366,40 @@ def test_pixel_contrast_loss_scores_the_prompt_against_pooled_ground_truth(batch
         build("loss.pixel_weight=-1")
 
 
+def test_category_loss_names_the_target_from_the_fused_token(batch: dict) -> None:
+    """loss.category_weight: cross-entropy of the fused [seg] against the hashed category, null rows
+    left out; its gradient reaches the fusion without the decoder; no head (and no parameter) when off."""
+    from baselines.sam2love.model import category_bucket
+
+    labelled = {**batch, "category": ["dog", "null"], "is_null": torch.tensor([False, True])}
+    m = build("train_frames=1", "loss.category_weight=3", "loss.category_buckets=7").train()
+    out = m(labelled)
+    logits = out.aux["category_logits"]
+    assert logits.shape == (B, 7) and 0 <= category_bucket("dog", 7) < 7
+    terms = m.loss(out, labelled)
+    expect = torch.nn.functional.cross_entropy(logits[:1], torch.tensor([category_bucket("dog", 7)]))
+    assert torch.allclose(terms["category"], expect)  # the null row is not scored
+    base = m.loss(BaselineOutput(out.logits, {}), labelled)
+    assert torch.allclose(terms["total"], base["total"] + 3 * expect)
+    both = {**labelled, "is_null": torch.tensor([False, False])}
+    assert not torch.isclose(m.loss(out, both)["category"], expect)
+    nulls = {**labelled, "is_null": torch.tensor([True, True])}
+    assert m.loss(out, nulls)["category"] == 0
+    alone = build("train_frames=1", "loss.category_weight=1", "loss.bce_weight=0", "loss.dice_weight=0").train()
+    alone.loss(alone(labelled), labelled)["total"].backward()
+    assert alone.fusion.text_proj[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None or not p.grad.any() for p in alone.sam.mask_decoder.parameters())
+    with torch.no_grad():
+        assert "category_logits" not in m.eval()(labelled).aux  # a training signal only
+    off = build("train_frames=1")
+    assert off.category_head is None and "category_logits" not in off.train()(labelled).aux
+    assert category_bucket("dog", 1024) == category_bucket("dog", 1024) != category_bucket("cat", 1024)
+    with pytest.raises(ConfigError, match="loss.category_weight"):
+        build("loss.category_weight=-1")
+    with pytest.raises(ConfigError, match="loss.category_buckets"):
+        build("loss.category_weight=1", "loss.category_buckets=0")
+
+
 def test_ridge_oracle_tells_a_per_look_read_out_from_a_shared_one() -> None:
     from baselines.sam2love.oracle import ridge_oracle
 

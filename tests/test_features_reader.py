@@ -200,11 +200,12 @@ def test_per_frame_feature_longer_than_the_clip_sets_the_length(avss):
     assert first["num_frames"].tolist() == [5, 5]  # the clips' real length, not the batch's
 
 
-def test_is_null_comes_from_the_manifest(refavs):
+def test_is_null_and_category_come_from_the_manifest(refavs):
     manifest, home = refavs
     for split in ("train", "test_n", "test_s"):
         rows = manifest.rows(split)
-        got = [v for b in feature_batches(manifest, split, [TEXT], batch_size=3, shuffle=False, seed=0, home=home,
-                                          with_masks=False) for v in b["is_null"].tolist()]
-        assert got == [bool(r["is_null"]) for r in rows]
+        batches = list(feature_batches(manifest, split, [TEXT], batch_size=3, shuffle=False, seed=0, home=home,
+                                       with_masks=False))
+        assert [v for b in batches for v in b["is_null"].tolist()] == [bool(r["is_null"]) for r in rows]
+        assert [c for b in batches for c in b["category"]] == [r["category"] for r in rows]
     assert any(r["is_null"] for r in manifest.rows("test_n"))

@@ -2,14 +2,16 @@
 
 Contract (shared with the baselines and the trainer)::
 
-    {"key": [sample keys], "is_null": bool [B], "num_frames": int64 [B], "masks": float32 [B, T, H, W],
-     "annotated": bool [B, T], "features": {name: tensor, ...}, "frames": float32 [B, T, 3, H, W] (optional)}
+    {"key": [sample keys], "category": [str], "is_null": bool [B], "num_frames": int64 [B],
+     "masks": float32 [B, T, H, W], "annotated": bool [B, T], "features": {name: tensor, ...},
+     "frames": float32 [B, T, 3, H, W] (optional)}
 
 Per-frame encoders give ``[B, T, ...]``; text encoders ``[B, L, D]`` plus ``name_mask`` ``[B, L]``
 (and ``name_pooled`` ``[B, D]`` when the encoder has one); ``sam2_image`` a dict
 ``{level: float32 [B, T, C, h, w]}`` (float16 on disk). ``is_null``: the manifest's flag (Ref-AVS
-null expressions, whose GT is empty); ``num_frames``: each clip's real length. Clips of different
-lengths in one batch (AVSS v1s/v1m 5 frames next to v2 10) are zero-padded in time to the
+null expressions, whose GT is empty); ``category``: the manifest's category (Ref-AVS: the target's,
+read from its uid; "null" for null expressions); ``num_frames``: each clip's real length. Clips of
+different lengths in one batch (AVSS v1s/v1m 5 frames next to v2 10) are zero-padded in time to the
 longest: masks (class 0 for AVSS), frames, ``annotated`` (False, so padded steps are never
 trained or scored) and every per-frame feature (a field whose shape starts with "T").
 Per-sample fields (text tokens, pooled vectors) are not time-padded.
@@ -294,7 +296,7 @@ def _batch(split_rows: list[dict[str, Any]], idx: list[int], views: list[CacheVi
         return [_in_time(np.asarray(a), pert.order(part, i), n if s != i else None)
                 for a, i, s, n in zip(arrays, idx, sources, sizes)]
 
-    batch: dict[str, Any] = {"key": [r["sample_key"] for r in rows],
+    batch: dict[str, Any] = {"key": [r["sample_key"] for r in rows], "category": [str(r["category"]) for r in rows],
                              "is_null": torch.tensor([bool(r["is_null"]) for r in rows], dtype=torch.bool),
                              "num_frames": torch.tensor([int(r["num_frames"]) for r in rows], dtype=torch.int64)}
     sources = {view.label: [pert.source(view.encoder.modality, i) for i in idx] for view in views}

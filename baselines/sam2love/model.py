@@ -37,6 +37,15 @@ from baselines.sam2love.fusion import (AUDIO_TOKENS, HIS_SOURCES, INDICATORS, PO
 PROMPT_FRAMES = ("first", "all")
 
 
+def category_bucket(category: str, buckets: int) -> int:
+    """A category name's class index for the category head: a stable hash (CRC-32) modulo
+    ``buckets``, so the head needs no vocabulary fixed before training (real Ref-AVS's categories
+    come from the uids of whatever split is read; unseen ones land in buckets never trained)."""
+    import zlib
+
+    return zlib.crc32(category.encode("utf-8")) % buckets
+
+
 def _choice(value: Any, key: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         from avsbench_kit.registry import did_you_mean
@@ -114,8 +123,10 @@ class SAM2LOVE(Baseline):
         self.loss_weights = {"bce": float(loss["bce_weight"]), "dice": float(loss["dice_weight"]),
                              # absent from runs recorded before the key existed: they must rebuild
                              "point": float(loss.get("point_weight", 0.0)),
-                             "pixel": float(loss.get("pixel_weight", 0.0))}
-        for key in ("point", "pixel"):
+                             "pixel": float(loss.get("pixel_weight", 0.0)),
+                             "category": float(loss.get("category_weight", 0.0))}
+        self.category_buckets = _positive(loss.get("category_buckets", 1024), "loss.category_buckets")
+        for key in ("point", "pixel", "category"):
             if self.loss_weights[key] < 0:
                 raise ConfigError(f"loss.{key}_weight={self.loss_weights[key]} must be >= 0",
                                   hint=f"0 = off (paper preset); e.g. loss.{key}_weight=1")
@@ -135,6 +146,9 @@ class SAM2LOVE(Baseline):
                                    require_checkpoint=bool(sam_cfg["require_checkpoint"]))
             self.fusion = FusionTransformer(self.fcfg, dims["audio"], dims["text"], dims["image"])
             self.prompt_proj = projection(self.fcfg.width, self.sam.hidden_dim)
+            # only when on: checkpoints of runs without the head keep loading
+            self.category_head = (torch.nn.Linear(self.fcfg.width, self.category_buckets)
+                                  if self.loss_weights["category"] > 0 else None)
         for module in (self.sam.mask_decoder, self.sam.prompt_encoder):
             for p in module.parameters():
                 p.requires_grad_(True)
@@ -216,7 +230,8 @@ class SAM2LOVE(Baseline):
         """Mask logits [B,T,H,W]: frame 0 from the ``[seg]`` prompt, frames 1.. from SAM2 memory
         (``prompt_frames=all``: every frame from the prompt; training: only the first
         ``train_frames`` frames are run, the others stay 0)."""
-        prompt = self.prompt(batch)
+        seg, _ = self.fuse(batch)
+        prompt = self.prompt_proj(seg)
         b, t = batch["annotated"].shape
         n = min(self.train_frames, t) if self.training else t
         frames = self.image_features(batch, n)
@@ -228,6 +243,8 @@ class SAM2LOVE(Baseline):
         if n < t:
             masks = torch.cat([masks, masks.new_zeros(b, t - n, h, w)], 1)
         aux = {"prompt": prompt}
+        if self.training and self.category_head is not None:
+            aux["category_logits"] = self.category_head(seg.mean(1))
         if self.training and (self.loss_weights["point"] > 0 or self.loss_weights["pixel"] > 0):
             every = self.all_frame_features(batch)
             if self.loss_weights["point"] > 0:
@@ -271,7 +288,8 @@ class SAM2LOVE(Baseline):
         """BCE + Dice (paper: λ = 1, 1) on the annotated frames among the first ``train_frames``
         (+ ``loss.point_weight`` × BCE + Dice of the point-prompted frames and
         ``loss.pixel_weight`` × BCE + Dice of the prompt–pixel similarity against the area-pooled
-        ground truth of every annotated frame, when on)."""
+        ground truth of every annotated frame, and ``loss.category_weight`` × the category
+        cross-entropy, when on)."""
         logits = out.logits
         keep = batch["annotated"].bool().clone()
         keep[:, self.train_frames:] = False
@@ -300,7 +318,25 @@ class SAM2LOVE(Baseline):
             pixel = masked_bce_dice(sim, soft, ok)
             total = total + self.loss_weights["pixel"] * pixel
             parts["pixel"] = pixel.detach()
+        if "category_logits" in out.aux:
+            cat = self.category_loss(out.aux["category_logits"], batch)
+            total = total + self.loss_weights["category"] * cat
+            parts["category"] = cat.detach()
         return {"total": total, **parts}
+
+    def category_loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        """Cross-entropy of the fused ``[seg]`` (mean of its K tokens) against the target's
+        category (hashed, :func:`category_bucket`), over the non-null expressions. Why: the mask
+        loss reaches the fusion only through the decoder, and what an expression that names no
+        look ("the object heard first") refers to is then learnt from masks alone; the category
+        asks the fusion itself to name the target, which for onset expressions only the audio can.
+        Real Ref-AVS carries the category in every uid, so the signal is not SynthAVS's."""
+        keep = ~batch["is_null"].bool().to(logits.device)
+        if not keep.any():
+            return logits.sum() * 0.0
+        target = torch.tensor([category_bucket(c, self.category_buckets) for c in batch["category"]],
+                              device=logits.device)
+        return F.cross_entropy(logits[keep], target[keep])
 
     # ---- pieces ------------------------------------------------------------------------------
     def prompt(self, batch: dict) -> torch.Tensor:
