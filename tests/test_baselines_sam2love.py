@@ -484,3 +484,26 @@ def test_analysis_groups_seeds_of_one_variant_and_nothing_else() -> None:
             variant_key(rec("seed=0", "text=off", config="cpu-small-points")),   # stage 1
             stage2[0], variant_key(rec("seed=0", "text=off", mode="eval"))}
     assert len(keys) == 4
+
+
+def test_category_accuracy_counts_per_kind_and_shows_what_the_audio_carries() -> None:
+    """A fusion whose token is the audio (16 buckets: the four categories do not collide) names every
+    target with its own audio and none with a neighbour's; null rows are not counted; no head is a
+    one-line error."""
+    from types import SimpleNamespace
+
+    from baselines.sam2love.analysis import category_accuracy
+    from baselines.sam2love.model import category_bucket
+
+    cats = ["bell", "drum", "siren", "null"]
+    onehot = torch.nn.functional.one_hot(torch.tensor([category_bucket(c, 16) for c in cats]), 16).float()
+    fake = SimpleNamespace(names={"audio": "aud"}, category_buckets=16, eval=lambda: None,
+                           fuse=lambda b: (b["features"]["aud"][:, None, :], []),
+                           category_head=lambda x: x)
+    batch = {"key": ["k0", "k1", "k2", "k3"], "category": cats, "is_null": torch.tensor([False, False, False, True]),
+             "features": {"aud": onehot}}
+    acc = category_accuracy(fake, [batch], {"k0": "first", "k1": "first", "k2": "sound", "k3": "sound"})
+    assert acc["first"] == {"n": 2, "own": 1.0, "rolled_audio": 0.0}
+    assert acc["sound"] == {"n": 1, "own": 1.0, "rolled_audio": 0.0}  # the null row is not counted
+    with pytest.raises(DataError, match="category head"):
+        category_accuracy(SimpleNamespace(category_head=None), [batch], {})

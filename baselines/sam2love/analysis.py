@@ -1,8 +1,11 @@
 """Seed-averaged SAM2-LOVE results on synth-refavs: splits, Mix, null S and J by expression kind;
-and (``--prompts RUN``) whether a trained run's ``[seg]`` prompt carries the expression at all.
+(``--prompts RUN``) whether a trained run's ``[seg]`` prompt carries the expression at all; and
+(``--categories RUN``, runs trained with ``loss.category_weight``) by expression kind, how often the
+fused token names the target's category, with the clip's own audio and with another clip's.
 
     python -m baselines.sam2love.analysis [--home DIR] [--baseline sam2love] [--dataset synth-refavs]
     python -m baselines.sam2love.analysis --prompts RUN_ID [--split test_s] [--home DIR]
+    python -m baselines.sam2love.analysis --categories RUN_ID [--split test_s] [--home DIR]
 
 Complete runs are grouped by :func:`variant_key` (overrides minus ``seed=``, preset, mode, warm start); each group prints
 mean ± sample std over its seeds. Mix (S+U) is the run's own ``test_mix`` score (test_s and
@@ -123,6 +126,58 @@ def print_prompt_diagnostics(run_id: str, split: str, home: str | None) -> None:
           f"random prompt {d['random_prompt']:.2e}, zero prompt {d['zero_prompt']:.2e}")
 
 
+def category_accuracy(model: Any, batches: Any, kinds: dict[str, str | None]) -> dict[str, dict[str, float]]:
+    """Per expression kind (non-null rows): ``{kind: {"own": acc, "rolled_audio": acc, "n": count}}``
+    — how often the category head's top bucket is the target's, with the clip's own audio and with
+    the audio rolled by one sample within the batch. Onset expressions ("heard first") name no look
+    or sound, so only a fusion that reads the audio can beat the majority there; rolling the audio
+    shows how much of the accuracy the audio carries."""
+    import torch
+
+    from avsbench_kit.errors import DataError
+    from baselines.sam2love.model import category_bucket
+
+    if getattr(model, "category_head", None) is None:
+        raise DataError("this run has no category head (it was trained with loss.category_weight=0)",
+                        hint="train with loss.category_weight=1 to use --categories")
+    audio = model.names["audio"]
+    hits: dict[str, dict[str, float]] = {}
+    model.eval()
+    with torch.no_grad():
+        for batch in batches:
+            target = [category_bucket(c, model.category_buckets) for c in batch["category"]]
+            variants = {"own": batch}
+            if audio:
+                variants["rolled_audio"] = {**batch, "features": {
+                    k: (v.roll(1, 0) if k == audio else v) for k, v in batch["features"].items()}}
+            for name, b in variants.items():
+                pred = model.category_head(model.fuse(b)[0].mean(1)).argmax(1).tolist()
+                for key, null, p, t in zip(batch["key"], batch["is_null"].tolist(), pred, target):
+                    if null:
+                        continue
+                    cell = hits.setdefault(kinds.get(key) or "other", {"n": 0.0})
+                    cell[name] = cell.get(name, 0.0) + float(p == t)
+                    cell["n"] += name == "own"
+    return {k: {m: (v / c["n"] if m != "n" else v) for m, v in c.items()} for k, c in hits.items()}
+
+
+def print_category_accuracy(run_id: str, split: str, home: str | None) -> None:
+    from avsbench_kit.data.synth_scenes import expression_kind
+    from avsbench_kit.features.reader import feature_batches
+    from avsbench_kit.probes.engine import load_run
+
+    run = load_run(run_id, home)
+    kinds = {r["sample_key"]: expression_kind(r["text"]) for r in run.manifest.rows(split)}
+    acc = category_accuracy(run.model, feature_batches(run.manifest, split, run.requests, batch_size=8,
+                                                       shuffle=False, seed=0, home=home, with_masks=False), kinds)
+    print(f"run {run.record.run_id} ({' '.join(run.record.overrides)}) on {split}: category accuracy by kind")
+    for kind in (*KINDS, "other"):
+        if kind in acc:
+            c = acc[kind]
+            rolled = f", audio rolled {c['rolled_audio']:.3f}" if "rolled_audio" in c else ""
+            print(f"  {kind:<10} n={int(c['n']):>3}  own audio {c['own']:.3f}{rolled}")
+
+
 def main(argv: list[str] | None = None) -> None:
     from avsbench_kit.data.prepare import load_manifest
     from avsbench_kit.data.synth_scenes import expression_kind
@@ -133,10 +188,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--baseline", default="sam2love")
     ap.add_argument("--dataset", default="synth-refavs")
     ap.add_argument("--prompts", metavar="RUN", help="diagnose one run's [seg] prompt instead")
-    ap.add_argument("--split", default="test_s", help="split for --prompts")
+    ap.add_argument("--categories", metavar="RUN", help="category-head accuracy by expression kind instead")
+    ap.add_argument("--split", default="test_s", help="split for --prompts / --categories")
     args = ap.parse_args(argv)
     if args.prompts:
         print_prompt_diagnostics(args.prompts, args.split, args.home)
+        return
+    if args.categories:
+        print_category_accuracy(args.categories, args.split, args.home)
         return
     store = RunStore(args.home)
     manifest = load_manifest(args.dataset, args.home)
