@@ -488,8 +488,8 @@ def test_analysis_groups_seeds_of_one_variant_and_nothing_else() -> None:
 
 def test_category_accuracy_counts_per_kind_and_shows_what_the_audio_carries() -> None:
     """A fusion whose token is the audio (16 buckets: the four categories do not collide) names every
-    target with its own audio and none with a neighbour's; null rows are not counted; no head is a
-    one-line error."""
+    target with its own audio and none with another clip's (never a row of the same clip); null
+    rows are not counted; no head is a one-line error."""
     from types import SimpleNamespace
 
     from baselines.sam2love.analysis import category_accuracy
@@ -502,8 +502,14 @@ def test_category_accuracy_counts_per_kind_and_shows_what_the_audio_carries() ->
                            category_head=lambda x: x)
     batch = {"key": ["k0", "k1", "k2", "k3"], "category": cats, "is_null": torch.tensor([False, False, False, True]),
              "features": {"aud": onehot}}
-    acc = category_accuracy(fake, [batch], {"k0": "first", "k1": "first", "k2": "sound", "k3": "sound"})
-    assert acc["first"] == {"n": 2, "own": 1.0, "rolled_audio": 0.0}
-    assert acc["sound"] == {"n": 1, "own": 1.0, "rolled_audio": 0.0}  # the null row is not counted
+    kinds = {"k0": "first", "k1": "first", "k2": "sound", "k3": "sound"}
+    acc = category_accuracy(fake, [batch], kinds, {"k0": "c0", "k1": "c1", "k2": "c2", "k3": "c3"})
+    assert acc["first"] == {"n": 2, "own": 1.0, "other_audio": 0.0}
+    assert acc["sound"] == {"n": 1, "own": 1.0, "other_audio": 0.0}  # the null row is not counted
+    # k0 and k1 share a clip: k0 borrows k2's audio (wrong), k1 k2's too; k2 borrows k3's (null)
+    same = category_accuracy(fake, [batch], kinds, {"k0": "c0", "k1": "c0", "k2": "c2", "k3": "c2"})
+    assert same["first"]["other_audio"] == 0.0 and same["first"]["own"] == 1.0
+    alone = category_accuracy(fake, [batch], kinds, dict.fromkeys(kinds, "c0"))
+    assert "other_audio" not in alone["first"]  # one clip: no other audio to borrow
     with pytest.raises(DataError, match="category head"):
-        category_accuracy(SimpleNamespace(category_head=None), [batch], {})
+        category_accuracy(SimpleNamespace(category_head=None), [batch], {}, {})

@@ -47,17 +47,19 @@ def variant_key(record: Any) -> tuple[str, ...]:
 
 
 def run_summary(record: Any, samples: Any, kinds: dict[str, str], protocol: str) -> dict[str, float]:
-    """One run's numbers: split metrics, Mix, null S, and mean per-sample J by kind (test_s+test_u)."""
+    """One run's numbers: split metrics, Mix, null S, and mean per-sample J by kind (test_s+test_u,
+    and each split alone)."""
     m = record.metrics
     out: dict[str, float] = {}
     for split in ("test_s", "test_u", "test_mix"):
         for metric in ("J", "F", "J&F"):
             out[f"{split}/{metric}"] = float(m.get(split, {}).get(protocol, {}).get(metric, float("nan")))
     out["test_n/S"] = float(m.get("test_n", {}).get(protocol, {}).get("S", float("nan")))
-    scored = samples[samples["split"].isin(["test_s", "test_u"])]
-    for kind in KINDS:
-        rows = scored[scored["sample_key"].map(kinds).eq(kind)]
-        out[f"kind/{kind}"] = float(rows["J"].mean()) if len(rows) else float("nan")
+    for prefix, splits in (("kind", ["test_s", "test_u"]), ("test_s/kind", ["test_s"]), ("test_u/kind", ["test_u"])):
+        scored = samples[samples["split"].isin(splits)]
+        for kind in KINDS:
+            rows = scored[scored["sample_key"].map(kinds).eq(kind)]
+            out[f"{prefix}/{kind}"] = float(rows["J"].mean()) if len(rows) else float("nan")
     return out
 
 
@@ -126,12 +128,13 @@ def print_prompt_diagnostics(run_id: str, split: str, home: str | None) -> None:
           f"random prompt {d['random_prompt']:.2e}, zero prompt {d['zero_prompt']:.2e}")
 
 
-def category_accuracy(model: Any, batches: Any, kinds: dict[str, str | None]) -> dict[str, dict[str, float]]:
-    """Per expression kind (non-null rows): ``{kind: {"own": acc, "rolled_audio": acc, "n": count}}``
-    — how often the category head's top bucket is the target's, with the clip's own audio and with
-    the audio rolled by one sample within the batch. Onset expressions ("heard first") name no look
-    or sound, so only a fusion that reads the audio can beat the majority there; rolling the audio
-    shows how much of the accuracy the audio carries."""
+def category_accuracy(model: Any, batches: Any, kinds: dict[str, str | None],
+                      clips: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Per expression kind (non-null rows): ``{kind: {"n", "own", "other_audio"}}`` — how often the
+    category head's top bucket is the target's, with the clip's own audio and with the audio of
+    another clip in the batch (the next row whose clip differs; rows with none are not scored
+    there). Onset expressions ("heard first") name no look or sound, so only a fusion that reads the
+    audio beats the majority class on them; another clip's audio shows how much the audio carries."""
     import torch
 
     from avsbench_kit.errors import DataError
@@ -141,24 +144,29 @@ def category_accuracy(model: Any, batches: Any, kinds: dict[str, str | None]) ->
         raise DataError("this run has no category head (it was trained with loss.category_weight=0)",
                         hint="train with loss.category_weight=1 to use --categories")
     audio = model.names["audio"]
-    hits: dict[str, dict[str, float]] = {}
+    counts: dict[str, dict[str, float]] = {}
     model.eval()
     with torch.no_grad():
         for batch in batches:
+            keys, n = batch["key"], len(batch["key"])
             target = [category_bucket(c, model.category_buckets) for c in batch["category"]]
+            partner = [next((j % n for j in range(i + 1, i + n) if clips[keys[j % n]] != clips[keys[i]]), None)
+                       for i in range(n)]
             variants = {"own": batch}
             if audio:
-                variants["rolled_audio"] = {**batch, "features": {
-                    k: (v.roll(1, 0) if k == audio else v) for k, v in batch["features"].items()}}
+                idx = torch.tensor([i if p is None else p for i, p in enumerate(partner)])
+                variants["other_audio"] = {**batch, "features": {
+                    k: (v[idx] if k == audio else v) for k, v in batch["features"].items()}}
             for name, b in variants.items():
                 pred = model.category_head(model.fuse(b)[0].mean(1)).argmax(1).tolist()
-                for key, null, p, t in zip(batch["key"], batch["is_null"].tolist(), pred, target):
-                    if null:
+                for i, (null, p, t) in enumerate(zip(batch["is_null"].tolist(), pred, target)):
+                    if null or (name == "other_audio" and partner[i] is None):
                         continue
-                    cell = hits.setdefault(kinds.get(key) or "other", {"n": 0.0})
+                    cell = counts.setdefault(kinds.get(keys[i]) or "other", {})
                     cell[name] = cell.get(name, 0.0) + float(p == t)
-                    cell["n"] += name == "own"
-    return {k: {m: (v / c["n"] if m != "n" else v) for m, v in c.items()} for k, c in hits.items()}
+                    cell[f"{name}_n"] = cell.get(f"{name}_n", 0.0) + 1
+    return {k: {"n": c["own_n"], **{m: c[m] / c[f"{m}_n"] for m in ("own", "other_audio") if m in c}}
+            for k, c in counts.items()}
 
 
 def print_category_accuracy(run_id: str, split: str, home: str | None) -> None:
@@ -167,15 +175,18 @@ def print_category_accuracy(run_id: str, split: str, home: str | None) -> None:
     from avsbench_kit.probes.engine import load_run
 
     run = load_run(run_id, home)
-    kinds = {r["sample_key"]: expression_kind(r["text"]) for r in run.manifest.rows(split)}
-    acc = category_accuracy(run.model, feature_batches(run.manifest, split, run.requests, batch_size=8,
-                                                       shuffle=False, seed=0, home=home, with_masks=False), kinds)
+    rows = run.manifest.rows(split)
+    kinds = {r["sample_key"]: expression_kind(r["text"]) for r in rows}
+    clips = {r["sample_key"]: r["clip"] for r in rows}
+    batches = feature_batches(run.manifest, split, run.requests, batch_size=16, shuffle=True, seed=0,
+                              home=home, with_masks=False)  # shuffled: batch-mates are mostly other clips
+    acc = category_accuracy(run.model, batches, kinds, clips)
     print(f"run {run.record.run_id} ({' '.join(run.record.overrides)}) on {split}: category accuracy by kind")
     for kind in (*KINDS, "other"):
         if kind in acc:
             c = acc[kind]
-            rolled = f", audio rolled {c['rolled_audio']:.3f}" if "rolled_audio" in c else ""
-            print(f"  {kind:<10} n={int(c['n']):>3}  own audio {c['own']:.3f}{rolled}")
+            other = f", another clip's audio {c['other_audio']:.3f}" if "other_audio" in c else ""
+            print(f"  {kind:<10} n={int(c['n']):>3}  own audio {c['own']:.3f}{other}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -219,8 +230,16 @@ def main(argv: list[str] | None = None) -> None:
                 vals = [row[c] for row in rows]
                 cells.append(mean_std([v / 100 for v in vals]) if c == "test_n/S" else mean_std(vals))
             print(f"| {' '.join(key) or '(cpu-small)'} | {seeds} | " + " | ".join(cells) + " |")
-    counts = {k: sum(v == k for v in kinds.values()) for k in KINDS}
-    print(f"\nexpressions per kind in test_s+test_u: {counts}")
+    print("\n## J by kind on each split (refavs-v1; mean ± std over seeds, %)")
+    cols = [f"{split}/kind/{k}" for split in ("test_s", "test_u") for k in KINDS]
+    print("| variant | " + " | ".join(c.replace("/kind/", " ") for c in cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+    for key, recs in sorted(groups.items()):
+        rows = [run_summary(r, store.read_per_sample(r.run_id), kinds, "refavs-v1") for r in recs]
+        print(f"| {' '.join(key) or '(cpu-small)'} | " + " | ".join(mean_std([row[c] for row in rows]) for c in cols) + " |")
+    for split in ("test_s", "test_u"):
+        split_kinds = [expression_kind(r["text"]) for r in manifest.rows(split)]
+        print(f"\nexpressions per kind in {split}: { {k: split_kinds.count(k) for k in KINDS} }")
 
 
 if __name__ == "__main__":
