@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -513,3 +515,21 @@ def test_category_accuracy_counts_per_kind_and_shows_what_the_audio_carries() ->
     assert "other_audio" not in alone["first"]  # one clip: no other audio to borrow
     with pytest.raises(DataError, match="category head"):
         category_accuracy(SimpleNamespace(category_head=None), [batch], {}, {})
+
+
+def test_run_summary_reads_j_by_kind_over_both_test_splits_and_each_alone() -> None:
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from baselines.sam2love.analysis import run_summary
+
+    samples = pd.DataFrame({"sample_key": ["a", "b", "c", "d"], "split": ["test_s", "test_s", "test_u", "test_n"],
+                            "J": [0.2, 0.4, 0.9, 0.0]})
+    kinds = {"a": "first", "b": "sound", "c": "first", "d": "sound"}
+    record = SimpleNamespace(metrics={"test_s": {"refavs-v1": {"J&F": 0.5}}})
+    out = run_summary(record, samples, kinds, "refavs-v1")
+    assert out["test_s/J&F"] == 0.5 and math.isnan(out["test_u/J&F"])
+    assert out["kind/first"] == pytest.approx(0.55) and out["test_s/kind/first"] == pytest.approx(0.2)
+    assert out["test_u/kind/first"] == pytest.approx(0.9) and out["kind/sound"] == pytest.approx(0.4)  # test_n left out
+    assert math.isnan(out["test_u/kind/sound"])
