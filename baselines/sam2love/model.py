@@ -331,12 +331,11 @@ class SAM2LOVE(Baseline):
         look ("the object heard first") refers to is then learnt from masks alone; the category
         asks the fusion itself to name the target, which for onset expressions only the audio can.
         Real Ref-AVS carries the category in every uid, so the signal is not SynthAVS's."""
-        keep = ~batch["is_null"].bool().to(logits.device)
-        if not keep.any():
-            return logits.sum() * 0.0
+        keep = (~batch["is_null"].bool()).to(logits.device, logits.dtype)  # masked, not indexed: no host sync
         target = torch.tensor([category_bucket(c, self.category_buckets) for c in batch["category"]],
                               device=logits.device)
-        return F.cross_entropy(logits[keep], target[keep])
+        per_row = F.cross_entropy(logits, target, reduction="none")
+        return (per_row * keep).sum() / keep.sum().clamp_min(1.0)
 
     # ---- pieces ------------------------------------------------------------------------------
     def prompt(self, batch: dict) -> torch.Tensor:
