@@ -533,3 +533,20 @@ def test_run_summary_reads_j_by_kind_over_both_test_splits_and_each_alone() -> N
     assert out["kind/first"] == pytest.approx(0.55) and out["test_s/kind/first"] == pytest.approx(0.2)
     assert out["test_u/kind/first"] == pytest.approx(0.9) and out["kind/sound"] == pytest.approx(0.4)  # test_n left out
     assert math.isnan(out["test_u/kind/sound"])
+
+
+def test_paired_kind_gain_averages_seeds_per_expression_and_brackets_the_gain() -> None:
+    import pandas as pd
+
+    from baselines.sam2love.analysis import paired_kind_gain
+
+    def table(js: list[float]) -> pd.DataFrame:
+        return pd.DataFrame({"sample_key": ["a", "b", "c", "d"], "split": ["test_s"] * 3 + ["test_u"], "J": js})
+
+    kinds = {"a": "first", "b": "first", "c": "sound", "d": "first"}
+    a = [table([0.6, 0.4, 0.5, 0.0]), table([0.8, 0.6, 0.5, 0.0])]   # per-expression mean 0.7, 0.5, 0.5
+    b = [table([0.5, 0.5, 0.5, 1.0])]
+    gain = paired_kind_gain(a, b, kinds, resamples=200)
+    assert gain["first"]["n"] == 2 and gain["first"]["gain"] == pytest.approx(0.1)   # test_u's "d" left out
+    assert gain["first"]["low"] == pytest.approx(0.0) and gain["first"]["high"] == pytest.approx(0.2)
+    assert gain["sound"]["gain"] == pytest.approx(0.0) and "last" not in gain
