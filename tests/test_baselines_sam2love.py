@@ -339,6 +339,14 @@ def test_points_stage_trains_the_decoder_on_points_alone(batch: dict) -> None:
     assert [(s.config, s.init_from) for s in stage_requests(req)] == [("cpu-small", "")]
 
 
+def assert_trains_the_fusion_alone(loss_key: str, batch: dict) -> None:
+    """With the mask losses off, ``loss_key``'s gradient reaches the fusion and not the decoder."""
+    alone = build("train_frames=1", loss_key, "loss.bce_weight=0", "loss.dice_weight=0").train()
+    alone.loss(alone(batch), batch)["total"].backward()
+    assert alone.fusion.text_proj[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None or not p.grad.any() for p in alone.sam.mask_decoder.parameters())
+
+
 def test_pixel_contrast_loss_scores_the_prompt_against_pooled_ground_truth(batch: dict) -> None:
     """loss.pixel_weight: the [seg] prompt dotted with each stride-16 SAM2 cell, BCE + Dice against the
     area-pooled mask of every annotated frame; its gradient reaches the fusion without the decoder."""
@@ -357,10 +365,7 @@ def test_pixel_contrast_loss_scores_the_prompt_against_pooled_ground_truth(batch
     skip = {**batch, "annotated": batch["annotated"].clone()}
     skip["annotated"][:, 1:] = False  # unannotated frames are not scored
     assert not torch.isclose(m.loss(out, skip)["pixel"], terms["pixel"])
-    alone = build("train_frames=1", "loss.pixel_weight=1", "loss.bce_weight=0", "loss.dice_weight=0").train()
-    alone.loss(alone(batch), batch)["total"].backward()
-    assert alone.fusion.text_proj[0].weight.grad.abs().sum() > 0
-    assert all(p.grad is None or not p.grad.any() for p in alone.sam.mask_decoder.parameters())
+    assert_trains_the_fusion_alone("loss.pixel_weight=1", batch)
     with torch.no_grad():
         assert "pixel_logits" not in m.eval()(batch).aux  # a training signal only
     assert "pixel_logits" not in build("train_frames=1").train()(batch).aux
@@ -387,10 +392,7 @@ def test_category_loss_names_the_target_from_the_fused_token(batch: dict) -> Non
     assert not torch.isclose(m.loss(out, both)["category"], expect)
     nulls = {**labelled, "is_null": torch.tensor([True, True])}
     assert m.loss(out, nulls)["category"] == 0
-    alone = build("train_frames=1", "loss.category_weight=1", "loss.bce_weight=0", "loss.dice_weight=0").train()
-    alone.loss(alone(labelled), labelled)["total"].backward()
-    assert alone.fusion.text_proj[0].weight.grad.abs().sum() > 0
-    assert all(p.grad is None or not p.grad.any() for p in alone.sam.mask_decoder.parameters())
+    assert_trains_the_fusion_alone("loss.category_weight=1", labelled)
     with torch.no_grad():
         assert "category_logits" not in m.eval()(labelled).aux  # a training signal only
     off = build("train_frames=1")
