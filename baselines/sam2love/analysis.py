@@ -268,20 +268,26 @@ def main(argv: list[str] | None = None) -> None:
         return
     store = RunStore(args.home)
     manifest = load_manifest(args.dataset, args.home)
-    kinds = {r["sample_key"]: expression_kind(r["text"]) for s in ("test_s", "test_u")
-             for r in manifest.rows(s)}
+    test_rows = {split: manifest.rows(split) for split in ("test_s", "test_u")}
+    kinds = {r["sample_key"]: expression_kind(r["text"]) for rows in test_rows.values() for r in rows}
     groups: dict[tuple[str, ...], list[Any]] = {}
     for rec in store.records(lambda r: r.baseline == args.baseline and r.dataset == args.dataset
                              and r.status == "complete" and r.mode != "train"):  # train-only: no scores
         groups.setdefault(variant_key(rec), []).append(rec)
-    for protocol in ("refavs-v1", "refavs-clip-v1"):
+    protocols = ("refavs-v1", "refavs-clip-v1")
+    summary = {}
+    for rec in (r for recs in groups.values() for r in recs):
+        samples = store.read_per_sample(rec.run_id)  # once per run, for every table below
+        for protocol in protocols:
+            summary[rec.run_id, protocol] = run_summary(rec, samples, kinds, protocol)
+    for protocol in protocols:
         print(f"\n## {args.baseline} on {args.dataset} — {protocol} (mean ± std over seeds, %)")
         cols = ["test_s/J&F", "test_u/J&F", "test_mix/J", "test_mix/F", "test_mix/J&F", "test_n/S"] + \
                [f"kind/{k}" for k in KINDS]
         print("| variant | seeds | " + " | ".join(c.replace("kind/", "J ") for c in cols) + " |")
         print("|---" * (len(cols) + 2) + "|")
         for key, recs in sorted(groups.items()):
-            rows = [run_summary(r, store.read_per_sample(r.run_id), kinds, protocol) for r in recs]
+            rows = [summary[r.run_id, protocol] for r in recs]
             seeds = ",".join(str(r.seed) for r in sorted(recs, key=lambda r: r.seed))
             cells = []
             for c in cols:
@@ -293,10 +299,10 @@ def main(argv: list[str] | None = None) -> None:
     print("| variant | " + " | ".join(c.replace("/kind/", " ") for c in cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     for key, recs in sorted(groups.items()):
-        rows = [run_summary(r, store.read_per_sample(r.run_id), kinds, "refavs-v1") for r in recs]
+        rows = [summary[r.run_id, "refavs-v1"] for r in recs]
         print(f"| {' '.join(key) or '(cpu-small)'} | " + " | ".join(mean_std([row[c] for row in rows]) for c in cols) + " |")
-    for split in ("test_s", "test_u"):
-        split_kinds = [expression_kind(r["text"]) for r in manifest.rows(split)]
+    for split, rows in test_rows.items():
+        split_kinds = [kinds[r["sample_key"]] for r in rows]
         print(f"\nexpressions per kind in {split}: { {k: split_kinds.count(k) for k in KINDS} }")
 
 

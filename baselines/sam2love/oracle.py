@@ -234,14 +234,14 @@ def main(argv: list[str] | None = None) -> None:
         audio_only = [r for r in run.requests if r.encoder == name]
         pairs: dict[str, list[tuple[torch.Tensor, str]]] = {}
         for split in ("train", "test_s"):
-            rows = {r["sample_key"]: r for r in run.manifest.rows(split)}
+            texts = {r["sample_key"]: r["text"] for r in run.manifest.rows(split)}
             for batch in batches(split, size=32, requests=audio_only):
                 for i, key in enumerate(batch["key"]):
-                    kind = expression_kind(rows[key]["text"])
+                    kind = expression_kind(texts[key])
                     if kind in ("first", "last") and not bool(batch["is_null"][i]):
                         pairs.setdefault(split, []).append(
                             (onset_features(batch["features"][name][i].float(), kind == "first"),
-                             rows[key]["category"]))
+                             batch["category"][i]))
         r = audio_oracle(pairs.get("train", []), pairs.get("test_s", []), args.ridge)
         print(f"{name}: target class of {int(r['scored'])} test_s first/last expressions from the audio "
               f"alone: accuracy {r['accuracy']:.3f} vs majority class {r['majority']:.3f} "
