@@ -15,7 +15,7 @@ Definitions (docs/probes.md):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -42,23 +42,35 @@ class Drop:
                 "samples": self.samples}
 
 
+def paired_scores(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Two per-sample score lists as aligned float arrays, pairs with a non-finite side left out."""
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1 or x.size == 0:
+        raise ValueError(f"paired per-sample scores needed, got shapes {x.shape} and {y.shape}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, statistic: Callable[[Any, Any], Any], seed: int,
+                     resamples: int = BOOTSTRAP, level: float = LEVEL) -> tuple[float, float, float]:
+    """``statistic(mean a, mean b)`` and its percentile bootstrap interval: one resample of sample
+    indices scores both sides (paired), seeded. ``statistic`` must broadcast over arrays of means."""
+    value = statistic(a.mean(), b.mean())
+    rng = np.random.default_rng([int(seed), 0xB007])
+    idx = rng.integers(0, a.size, size=(int(resamples), a.size))
+    boot = statistic(a[idx].mean(axis=1), b[idx].mean(axis=1))
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(boot, [alpha, 1.0 - alpha])
+    return float(value), float(low), float(high)
+
+
 def relative_drop(clean: Sequence[float], probe: Sequence[float], seed: int,
                   resamples: int = BOOTSTRAP, level: float = LEVEL) -> Drop:
     """Relative drop of the mean of ``clean`` to the mean of ``probe`` (paired per sample)."""
-    a = np.asarray(clean, dtype=np.float64)
-    b = np.asarray(probe, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-        raise ValueError(f"paired per-sample scores needed, got shapes {a.shape} and {b.shape}")
-    keep = np.isfinite(a) & np.isfinite(b)
-    a, b = a[keep], b[keep]
-    value = _drop(a.mean(), b.mean())
-    rng = np.random.default_rng([int(seed), 0xB007])
-    idx = rng.integers(0, a.size, size=(int(resamples), a.size))
-    boot = _drop(a[idx].mean(axis=1), b[idx].mean(axis=1))
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(boot, [alpha, 1.0 - alpha])
-    return Drop(float(value), float(low), float(high), float(a.mean()), float(b.mean()), int(a.size),
-                int(resamples), float(level))
+    a, b = paired_scores(clean, probe)
+    value, low, high = paired_bootstrap(a, b, _drop, seed, resamples, level)
+    return Drop(value, low, high, float(a.mean()), float(b.mean()), int(a.size), int(resamples), float(level))
 
 
 def _drop(clean, probe):

@@ -192,30 +192,31 @@ def print_category_accuracy(run_id: str, split: str, home: str | None) -> None:
 
 
 def paired_kind_gain(a: list[Any], b: list[Any], kinds: dict[str, str | None], split: str = "test_s",
-                     resamples: int = 5000, seed: int = 0) -> dict[str, dict[str, float]]:
+                     resamples: int | None = None, seed: int = 0) -> dict[str, dict[str, float]]:
     """Per expression kind: mean J of variant A minus variant B on the same expressions of
-    ``split`` (each expression's J first averaged over the seeds of each variant), with a 95 %
-    bootstrap interval over expressions. Why: a kind holds 17-33 test_s expressions, so a per-kind
-    difference of means over seeds hides how much of it a few expressions carry.
+    ``split`` (each expression's J first averaged over the seeds of each variant), with the probes'
+    95 % paired bootstrap interval over expressions (:func:`avsbench_kit.probes.stats.paired_bootstrap`).
+    Why: a kind holds 17-33 test_s expressions, so a per-kind difference of means over seeds hides
+    how much of it a few expressions carry.
 
     ``a`` / ``b``: per-sample tables (``sample_key``, ``split``, ``J``) of each variant's runs."""
     import numpy as np
+
+    from avsbench_kit.probes.stats import BOOTSTRAP, paired_bootstrap, paired_scores
 
     def mean_j(tables: list[Any]) -> Any:
         per_run = [t[t["split"] == split].set_index("sample_key")["J"] for t in tables]
         return sum(per_run) / len(per_run)
 
     ja, jb = mean_j(a), mean_j(b)
-    rng = np.random.default_rng(seed)
     out = {}
     for kind in KINDS:
         keys = [k for k in ja.index if kinds.get(k) == kind]
         if not keys:
             continue
-        d = (ja[keys] - jb[keys]).to_numpy()
-        boot = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(1)
-        out[kind] = {"n": float(len(d)), "gain": float(d.mean()), "low": float(np.percentile(boot, 2.5)),
-                     "high": float(np.percentile(boot, 97.5))}
+        x, y = paired_scores(ja[keys].to_numpy(), jb[keys].to_numpy())
+        gain, low, high = paired_bootstrap(x, y, np.subtract, seed, resamples or BOOTSTRAP)
+        out[kind] = {"n": float(len(x)), "gain": gain, "low": low, "high": high}
     return out
 
 
