@@ -490,6 +490,19 @@ def test_analysis_groups_seeds_of_one_variant_and_nothing_else() -> None:
     assert len(keys) == 4
 
 
+def test_analysis_takes_only_runs_scored_on_the_prepared_dataset_of_the_home() -> None:
+    """SynthAVS sample keys repeat across generator seeds with other texts: a run scored on another
+    preparation of the same dataset name must not be read against this manifest."""
+    from types import SimpleNamespace
+
+    from baselines.sam2love.analysis import scored_on
+
+    manifest = SimpleNamespace(dataset="synth-refavs", fingerprint="f1")
+    assert scored_on(SimpleNamespace(dataset="synth-refavs", dataset_fingerprint="f1"), manifest)
+    assert not scored_on(SimpleNamespace(dataset="synth-refavs", dataset_fingerprint="f0"), manifest)
+    assert not scored_on(SimpleNamespace(dataset="synth-s4", dataset_fingerprint="f1"), manifest)
+
+
 def test_category_accuracy_counts_per_kind_and_shows_what_the_audio_carries() -> None:
     """A fusion whose token is the audio (16 buckets: the four categories do not collide) names every
     target with its own audio and none with another clip's (never a row of the same clip); null

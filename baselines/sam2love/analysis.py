@@ -48,6 +48,13 @@ def variant_key(record: Any) -> tuple[str, ...]:
     return key if record.mode == "train+eval" else (f"mode={record.mode}",) + key
 
 
+def scored_on(record: Any, manifest: Any) -> bool:
+    """Whether a run was scored on this very prepared dataset. Per-sample keys only name this
+    manifest's expressions then: a home can hold runs scored elsewhere (``from=`` sources copied
+    in), and SynthAVS sample keys repeat across generator seeds with other texts."""
+    return record.dataset == manifest.dataset and record.dataset_fingerprint == manifest.fingerprint
+
+
 def run_summary(record: Any, samples: Any, kinds: dict[str, str], protocol: str) -> dict[str, float]:
     """One run's numbers: split metrics, Mix, null S, and mean per-sample J by kind (test_s+test_u,
     and each split alone)."""
@@ -227,13 +234,15 @@ def print_paired(runs_a: str, runs_b: str, split: str, home: str | None) -> None
 
     store = RunStore(home)
     ids = [[store.resolve(i) for i in r.split(",") if i] for r in (runs_a, runs_b)]
-    dataset = {store.load(i).dataset for group in ids for i in group}
-    if len(dataset) != 1:
+    records = [store.load(i) for group in ids for i in group]
+    manifest = load_manifest(records[0].dataset, home)
+    elsewhere = [r.run_id for r in records if not scored_on(r, manifest)]
+    if elsewhere:
         from avsbench_kit.errors import ConfigError
 
-        raise ConfigError(f"--paired runs come from several datasets {sorted(dataset)}",
-                          hint="compare runs of one dataset")
-    manifest = load_manifest(dataset.pop(), home)
+        raise ConfigError(f"--paired: run(s) {', '.join(elsewhere)} were not scored on the {manifest.dataset} "
+                          f"prepared in this home (fingerprint {manifest.fingerprint[:12]})",
+                          hint="compare runs scored on one prepared dataset (mode=eval from=RUN re-scores one here)")
     kinds = {r["sample_key"]: expression_kind(r["text"]) for r in manifest.rows(split)}
     gains = paired_kind_gain([store.read_per_sample(i) for i in ids[0]], [store.read_per_sample(i) for i in ids[1]],
                              kinds, split)
@@ -272,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     test_rows = {split: manifest.rows(split) for split in ("test_s", "test_u")}
     kinds = {r["sample_key"]: expression_kind(r["text"]) for rows in test_rows.values() for r in rows}
     groups: dict[tuple[str, ...], list[Any]] = {}
-    for rec in store.records(lambda r: r.baseline == args.baseline and r.dataset == args.dataset
+    for rec in store.records(lambda r: r.baseline == args.baseline and scored_on(r, manifest)
                              and r.status == "complete" and r.mode != "train"):  # train-only: no scores
         groups.setdefault(variant_key(rec), []).append(rec)
     protocols = ("refavs-v1", "refavs-clip-v1")
