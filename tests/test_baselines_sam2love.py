@@ -565,3 +565,34 @@ def test_paired_kind_gain_averages_seeds_per_expression_and_brackets_the_gain() 
     assert gain["first"]["n"] == 2 and gain["first"]["gain"] == pytest.approx(0.1)   # test_u's "d" left out
     assert gain["first"]["low"] == pytest.approx(0.0) and gain["first"]["high"] == pytest.approx(0.2)
     assert gain["sound"]["gain"] == pytest.approx(0.0) and "last" not in gain
+    assert "onset - appearance" not in gain  # no appearance expression to compare with
+
+
+def test_kind_contrast_and_the_clip_bootstrap() -> None:
+    """Onset expressions gain 0.3 more than appearance ones in every clip: the contrast is 0.3 with
+    a degenerate interval. A gain shared by a clip's expressions (+1 in half the clips, -1 in the
+    others) is far less certain when whole clips are drawn than when expressions are."""
+    import pandas as pd
+
+    from baselines.sam2love.analysis import paired_kind_gain
+
+    keys = [f"k{i}" for i in range(40)]
+    kinds = {k: ("first", "last", "appearance", "sound")[i % 4] for i, k in enumerate(keys)}
+    clips = {k: f"c{i // 4}" for i, k in enumerate(keys)}   # 10 clips, one expression of each kind
+    base = [0.4 + 0.3 * (kinds[k] in ("first", "last")) for k in keys]
+    a = [pd.DataFrame({"sample_key": keys, "split": "test_s", "J": base})]
+    b = [pd.DataFrame({"sample_key": keys, "split": "test_s", "J": [0.4] * 40})]
+    gain = paired_kind_gain(a, b, kinds, resamples=300, clips=clips)
+    onset = gain["onset - appearance"]
+    assert onset["n"] == 20 and onset["gain"] == pytest.approx(0.3)
+    assert onset["low"] == pytest.approx(0.3) and onset["high"] == pytest.approx(0.3)
+    assert gain["sound - appearance"]["gain"] == pytest.approx(0.0)
+
+    shared = [0.5 + 0.4 * (1 if int(clips[k][1:]) % 2 else -1) for k in keys]
+    a = [pd.DataFrame({"sample_key": keys, "split": "test_s", "J": shared})]
+    b = [pd.DataFrame({"sample_key": keys, "split": "test_s", "J": [0.5] * 40})]
+    all_first = dict.fromkeys(keys, "first")   # four expressions per clip
+    by_clip = paired_kind_gain(a, b, all_first, resamples=500, clips=clips)["first"]
+    by_expr = paired_kind_gain(a, b, all_first, resamples=500)["first"]
+    assert by_clip["gain"] == by_expr["gain"] == pytest.approx(0.0)
+    assert by_clip["high"] - by_clip["low"] > 1.5 * (by_expr["high"] - by_expr["low"])

@@ -107,6 +107,21 @@ def test_relative_drop_and_its_bootstrap():
         relative_drop([0.1, 0.2], [0.1], seed=0)
 
 
+def test_bootstrap_weights_draw_samples_or_whole_groups():
+    from avsbench_kit.probes.stats import bootstrap_weights
+
+    w = bootstrap_weights(6, seed=1, resamples=300)
+    assert w.shape == (300, 6) and (w.sum(axis=1) == 6).all() and (w.std(axis=0) > 0).all()
+    groups = ["a", "a", "a", "b", "c", "c"]
+    g = bootstrap_weights(6, seed=1, resamples=300, groups=groups)
+    assert (g[:, 0] == g[:, 1]).all() and (g[:, 1] == g[:, 2]).all() and (g[:, 4] == g[:, 5]).all()
+    assert (g[:, [0, 3, 4]].sum(axis=1) == 3).all()  # three groups drawn per resample
+    assert not (g[:, 0] == g[:, 3]).all()
+    assert (bootstrap_weights(6, seed=1, resamples=300, groups=groups) == g).all()  # seeded
+    with pytest.raises(ValueError, match="group labels"):
+        bootstrap_weights(6, seed=1, groups=["a"])
+
+
 def test_combined_score_is_the_harmonic_mean_of_j_and_one_minus_fpr():
     assert combined(0.6, 0.4) == pytest.approx(0.6)
     assert combined(0.8, 0.0) == pytest.approx(2 * 0.8 / 1.8)

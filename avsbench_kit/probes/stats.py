@@ -52,14 +52,34 @@ def paired_scores(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, n
     return x[keep], y[keep]
 
 
+def bootstrap_weights(n: int, seed: int, resamples: int = BOOTSTRAP,
+                      groups: Sequence[Any] | None = None) -> np.ndarray:
+    """``(resamples, n)``: how often each sample is drawn in each resample, seeded. With ``groups``
+    (one label per sample, e.g. its clip) whole groups are drawn — a cluster bootstrap: samples of
+    one clip share its scene, so their errors are not independent and drawing them one by one
+    gives too narrow an interval."""
+    if groups is None:
+        labels, m = np.arange(n), n
+    else:
+        if len(groups) != n:
+            raise ValueError(f"{len(groups)} group labels for {n} samples")
+        _, labels = np.unique(np.asarray(groups), return_inverse=True)
+        m = int(labels.max()) + 1 if n else 0
+    rng = np.random.default_rng([int(seed), 0xB007])
+    draws = rng.integers(0, m, size=(int(resamples), m))
+    rows = np.arange(int(resamples))[:, None] * m
+    counts = np.bincount((rows + draws).ravel(), minlength=int(resamples) * m).reshape(int(resamples), m)
+    return counts[:, labels].astype(np.float64)
+
+
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, statistic: Callable[[Any, Any], Any], seed: int,
                      resamples: int = BOOTSTRAP, level: float = LEVEL) -> tuple[float, float, float]:
     """``statistic(mean a, mean b)`` and its percentile bootstrap interval: one resample of sample
     indices scores both sides (paired), seeded. ``statistic`` must broadcast over arrays of means."""
     value = statistic(a.mean(), b.mean())
-    rng = np.random.default_rng([int(seed), 0xB007])
-    idx = rng.integers(0, a.size, size=(int(resamples), a.size))
-    boot = statistic(a[idx].mean(axis=1), b[idx].mean(axis=1))
+    w = bootstrap_weights(a.size, seed, resamples)
+    total = w.sum(axis=1)
+    boot = statistic(w @ a / total, w @ b / total)
     alpha = (1.0 - level) / 2.0
     low, high = np.quantile(boot, [alpha, 1.0 - alpha])
     return float(value), float(low), float(high)

@@ -2,13 +2,16 @@
 (``--prompts RUN``) whether a trained run's ``[seg]`` prompt carries the expression at all; and
 (``--categories RUN``, runs trained with ``loss.category_weight``) by expression kind, how often the
 fused token names the target's category, with the clip's own audio and with another clip's; and
-(``--paired``) the per-kind J gain of one variant over another on the same expressions.
+(``--paired``) the per-kind J gain of one variant over another on the same expressions, and whether
+onset / sound expressions gain more than appearance ones (clip bootstrap).
 
     python -m baselines.sam2love.analysis [--home DIR] [--baseline sam2love] [--dataset synth-refavs]
     python -m baselines.sam2love.analysis --prompts RUN_ID [--split test_s] [--home DIR]
     python -m baselines.sam2love.analysis --categories RUN_ID [--split test_s] [--home DIR]
-    python -m baselines.sam2love.analysis --paired A1,A2,A3 B1,B2,B3 [--split test_s] [--home DIR]
+    python -m baselines.sam2love.analysis --paired A1,A2,A3 B1,B2,B3 [--split test_s] [--by-expression] [--home DIR]
 
+Only runs scored on the dataset prepared in the home are read (:func:`scored_on`); a trained run
+is scored on another preparation (e.g. a larger test split) by ``avskit run ... mode=eval from=RUN``.
 Complete runs are grouped by :func:`variant_key` (overrides minus ``seed=``, preset, mode, warm start); each group prints
 mean ± sample std over its seeds. Mix (S+U) is the run's own ``test_mix`` score (test_s and
 test_u scored together). The expression kind is read back from the SynthAVS template
@@ -198,36 +201,62 @@ def print_category_accuracy(run_id: str, split: str, home: str | None) -> None:
             print(f"  {kind:<10} n={int(c['n']):>3}  own audio {c['own']:.3f}{other}")
 
 
+#: kind contrasts of the paired gains: does audio help these kinds more than appearance
+#: (which the look named in the text already picks out)?
+CONTRASTS = {"onset - appearance": (("first", "last"), ("appearance",)),
+             "sound - appearance": (("sound",), ("appearance",))}
+
+
 def paired_kind_gain(a: list[Any], b: list[Any], kinds: dict[str, str | None], split: str = "test_s",
-                     resamples: int | None = None, seed: int = 0) -> dict[str, dict[str, float]]:
+                     resamples: int | None = None, seed: int = 0,
+                     clips: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
     """Per expression kind: mean J of variant A minus variant B on the same expressions of
-    ``split`` (each expression's J first averaged over the seeds of each variant), with the probes'
-    95 % paired bootstrap interval over expressions (:func:`avsbench_kit.probes.stats.paired_bootstrap`).
-    Why: a kind holds 17-33 test_s expressions, so a per-kind difference of means over seeds hides
-    how much of it a few expressions carry.
+    ``split`` (each expression's J first averaged over the seeds of each variant), and the
+    :data:`CONTRASTS` between kinds, each with a 95 % percentile bootstrap interval. One resample
+    serves every kind and contrast (drawn by :func:`avsbench_kit.probes.stats.bootstrap_weights`);
+    with ``clips`` (sample key -> clip) whole clips are drawn, since a clip's expressions share
+    its scene. Why: a per-kind difference of means over seeds hides how much of it a few
+    expressions (or clips) carry.
 
     ``a`` / ``b``: per-sample tables (``sample_key``, ``split``, ``J``) of each variant's runs."""
     import numpy as np
 
-    from avsbench_kit.probes.stats import BOOTSTRAP, paired_bootstrap, paired_scores
+    from avsbench_kit.probes.stats import BOOTSTRAP, LEVEL, bootstrap_weights
 
     def mean_j(tables: list[Any]) -> Any:
         per_run = [t[t["split"] == split].set_index("sample_key")["J"] for t in tables]
         return sum(per_run) / len(per_run)
 
     ja, jb = mean_j(a), mean_j(b)
+    keys = [k for k in ja.index if kinds.get(k) in KINDS]
+    gain = ja[keys].to_numpy(np.float64) - jb.reindex(keys).to_numpy(np.float64)
+    keep = np.isfinite(gain)
+    keys, gain = [k for k, ok in zip(keys, keep) if ok], gain[keep]
+    kind = np.array([kinds[k] for k in keys])
+    weights = bootstrap_weights(len(keys), seed, resamples or BOOTSTRAP,
+                                [clips[k] for k in keys] if clips is not None else None)
+
+    def mean_of(members: tuple[str, ...]) -> tuple[float, Any]:
+        m = np.isin(kind, members)
+        w = weights[:, m]
+        with np.errstate(invalid="ignore"):  # a resample without this kind: NaN, left out below
+            return float(gain[m].mean()), (w @ gain[m]) / w.sum(axis=1)
+
+    alpha = (1.0 - LEVEL) / 2.0
     out = {}
-    for kind in KINDS:
-        keys = [k for k in ja.index if kinds.get(k) == kind]
-        if not keys:
+    for name, (plus, minus) in {**{k: ((k,), ()) for k in KINDS}, **CONTRASTS}.items():
+        if not np.isin(kind, plus).any() or (minus and not np.isin(kind, minus).any()):
             continue
-        x, y = paired_scores(ja[keys].to_numpy(), jb[keys].to_numpy())
-        gain, low, high = paired_bootstrap(x, y, np.subtract, seed, resamples or BOOTSTRAP)
-        out[kind] = {"n": float(len(x)), "gain": gain, "low": low, "high": high}
+        value, boot = mean_of(plus)
+        if minus:
+            value_minus, boot_minus = mean_of(minus)
+            value, boot = value - value_minus, boot - boot_minus
+        low, high = np.nanquantile(boot, [alpha, 1.0 - alpha])
+        out[name] = {"n": float(np.isin(kind, plus).sum()), "gain": value, "low": float(low), "high": float(high)}
     return out
 
 
-def print_paired(runs_a: str, runs_b: str, split: str, home: str | None) -> None:
+def print_paired(runs_a: str, runs_b: str, split: str, home: str | None, by_clip: bool = True) -> None:
     from avsbench_kit.data.prepare import load_manifest
     from avsbench_kit.data.synth_scenes import expression_kind
     from avsbench_kit.runs.store import RunStore
@@ -243,13 +272,15 @@ def print_paired(runs_a: str, runs_b: str, split: str, home: str | None) -> None
         raise ConfigError(f"--paired: run(s) {', '.join(elsewhere)} were not scored on the {manifest.dataset} "
                           f"prepared in this home (fingerprint {manifest.fingerprint[:12]})",
                           hint="compare runs scored on one prepared dataset (mode=eval from=RUN re-scores one here)")
-    kinds = {r["sample_key"]: expression_kind(r["text"]) for r in manifest.rows(split)}
+    rows = manifest.rows(split)
+    kinds = {r["sample_key"]: expression_kind(r["text"]) for r in rows}
+    clips = {r["sample_key"]: r["clip"] for r in rows} if by_clip else None
     gains = paired_kind_gain([store.read_per_sample(i) for i in ids[0]], [store.read_per_sample(i) for i in ids[1]],
-                             kinds, split)
+                             kinds, split, clips=clips)
     print(f"J of A ({len(ids[0])} runs) minus B ({len(ids[1])} runs) on {split}, ×100, "
-          "95 % bootstrap interval over expressions:")
+          f"95 % bootstrap interval over {'clips' if by_clip else 'expressions'}:")
     for kind, g in gains.items():
-        print(f"  {kind:<10} n={int(g['n']):>3}  {100 * g['gain']:+.1f}  [{100 * g['low']:+.1f}, {100 * g['high']:+.1f}]")
+        print(f"  {kind:<18} n={int(g['n']):>3}  {100 * g['gain']:+.1f}  [{100 * g['low']:+.1f}, {100 * g['high']:+.1f}]")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -265,6 +296,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--categories", metavar="RUN", help="category-head accuracy by expression kind instead")
     ap.add_argument("--paired", nargs=2, metavar=("RUNS_A", "RUNS_B"),
                     help="per-kind J gain of A over B, comma-separated run ids (seeds) each, instead")
+    ap.add_argument("--by-expression", action="store_true",
+                    help="--paired: resample expressions one by one (as in session 8) instead of whole clips")
     ap.add_argument("--split", default="test_s", help="split for --prompts / --categories / --paired")
     args = ap.parse_args(argv)
     if args.prompts:
@@ -274,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
         print_category_accuracy(args.categories, args.split, args.home)
         return
     if args.paired:
-        print_paired(*args.paired, args.split, args.home)
+        print_paired(*args.paired, args.split, args.home, by_clip=not args.by_expression)
         return
     store = RunStore(args.home)
     manifest = load_manifest(args.dataset, args.home)
