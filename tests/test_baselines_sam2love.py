@@ -566,6 +566,7 @@ def test_paired_kind_gain_averages_seeds_per_expression_and_brackets_the_gain() 
     assert gain["first"]["low"] == pytest.approx(0.0) and gain["first"]["high"] == pytest.approx(0.2)
     assert gain["sound"]["gain"] == pytest.approx(0.0) and "last" not in gain
     assert "onset - appearance" not in gain  # no appearance expression to compare with
+    assert gain["first"]["per_seed"] == []  # two runs against one: no seed-by-seed pairs
 
 
 def test_kind_contrast_and_the_clip_bootstrap() -> None:
@@ -587,6 +588,10 @@ def test_kind_contrast_and_the_clip_bootstrap() -> None:
     assert onset["n"] == 20 and onset["gain"] == pytest.approx(0.3)
     assert onset["low"] == pytest.approx(0.3) and onset["high"] == pytest.approx(0.3)
     assert gain["sound - appearance"]["gain"] == pytest.approx(0.0)
+    assert onset["per_seed"] == [pytest.approx(0.3)] and gain["first"]["per_seed"] == [pytest.approx(0.3)]
+    qualified = paired_kind_gain(a, b, {k: f"{v}/x" for k, v in kinds.items()}, resamples=50)
+    assert list(qualified)[:4] == ["appearance/x", "sound/x", "first/x", "last/x"]
+    assert qualified["onset - appearance"]["gain"] == pytest.approx(0.3)  # contrasts read the kind part
 
     shared = [0.5 + 0.4 * (1 if int(clips[k][1:]) % 2 else -1) for k in keys]
     a = [pd.DataFrame({"sample_key": keys, "split": "test_s", "J": shared})]
@@ -596,3 +601,27 @@ def test_kind_contrast_and_the_clip_bootstrap() -> None:
     by_expr = paired_kind_gain(a, b, all_first, resamples=500)["first"]
     assert by_clip["gain"] == by_expr["gain"] == pytest.approx(0.0)
     assert by_clip["high"] - by_clip["low"] > 1.5 * (by_expr["high"] - by_expr["low"])
+
+
+def test_look_labels_tell_look_alike_targets_from_unique_ones(tmp_path) -> None:
+    """horn and buzzer share a look (red square) in SynthAVS; a null folder reads its host's scene."""
+    import json
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from baselines.sam2love.analysis import look_labels
+
+    scene = {"name": "c0", "objects": [{"class": "horn", "fid": 0}, {"class": "buzzer", "fid": 1},
+                                       {"class": "bell", "fid": 2}]}
+    (tmp_path / "synth_scenes.json").write_text(json.dumps({
+        "refavs": [scene], "refavs_null": [{"host": "c0", "kind": "null_s", "split": "test_s"}]}))
+    rows = [{"sample_key": "a", "clip": "c0", "fid": 1}, {"sample_key": "b", "clip": "c0", "fid": 2},
+            {"sample_key": "n", "clip": "null_s-c0", "fid": -1}]
+    manifest = SimpleNamespace(root=str(tmp_path / "REFAVS"), dataset="synth-refavs",
+                               df=pd.DataFrame(rows), rows=lambda split: rows)
+    labels = look_labels(manifest, "test_s", {"a": "sound", "b": "first", "n": None})
+    assert labels == {"a": "sound/look shared", "b": "first/look unique"}
+    with pytest.raises(DataError, match="synth_scenes.json"):
+        look_labels(SimpleNamespace(root=str(tmp_path / "none" / "x"), dataset="d", df=manifest.df,
+                                    rows=lambda split: rows), "test_s", {})

@@ -32,7 +32,10 @@ def clip_classes(manifest: Any) -> tuple[dict[str, set[str]], dict[str, set[str]
     return present, {c: set(v) for c, v in present.items()}
 
 
-def _synth_scenes(manifest: Any) -> tuple[dict[str, set[str]], dict[str, set[str]]] | None:
+def synth_scenes(manifest: Any) -> dict[str, dict[str, Any]] | None:
+    """clip -> its SynthAVS scene (objects with class, fid, visible and sounding seconds;
+    expressions), from the ``synth_scenes.json`` beside the dataset root; None when there is none.
+    A Ref-AVS null-expression folder gets its host clip's scene (the same media)."""
     root = Path(str(manifest.root))
     for folder in (root, root.parent):
         path = folder / SCENES_FILE
@@ -44,19 +47,24 @@ def _synth_scenes(manifest: Any) -> tuple[dict[str, set[str]], dict[str, set[str
         doc = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError) as exc:
         raise DataError(f"{path} is unreadable ({exc})", hint="regenerate SynthAVS (avskit prepare synth)") from None
-    present: dict[str, set[str]] = {}
-    sounding: dict[str, set[str]] = {}
     clips = set(manifest.df["clip"])
-    for group in doc.values():
-        for scene in group if isinstance(group, list) else []:
-            name = scene.get("name") if isinstance(scene, dict) else None
-            if name not in clips:
-                continue
-            objects = scene.get("objects") or []
-            present[name] = {o["class"] for o in objects if o.get("visible")}
-            sounding[name] = {o["class"] for o in objects if o.get("sounding")}
-    missing = clips - set(present)
+    scenes = {scene["name"]: scene for group in doc.values() for scene in (group if isinstance(group, list) else [])
+              if isinstance(scene, dict) and scene.get("name") in clips}
+    for null in doc.get("refavs_null") or []:  # Ref-AVS null expressions: media folder <kind>-<host clip>
+        name = f"{null.get('kind')}-{null.get('host')}"
+        if name in clips and null.get("host") in scenes:
+            scenes[name] = scenes[null["host"]]
+    missing = clips - set(scenes)
     if missing:
         raise DataError(f"{path} does not describe {len(missing)} clip(s) of {manifest.dataset} "
                         f"(e.g. {sorted(missing)[0]})", hint="the manifest and the SynthAVS folder disagree: re-prepare")
+    return scenes
+
+
+def _synth_scenes(manifest: Any) -> tuple[dict[str, set[str]], dict[str, set[str]]] | None:
+    scenes = synth_scenes(manifest)
+    if scenes is None:
+        return None
+    present = {name: {o["class"] for o in sc.get("objects") or [] if o.get("visible")} for name, sc in scenes.items()}
+    sounding = {name: {o["class"] for o in sc.get("objects") or [] if o.get("sounding")} for name, sc in scenes.items()}
     return present, sounding

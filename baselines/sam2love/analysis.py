@@ -8,7 +8,7 @@ onset / sound expressions gain more than appearance ones (clip bootstrap).
     python -m baselines.sam2love.analysis [--home DIR] [--baseline sam2love] [--dataset synth-refavs]
     python -m baselines.sam2love.analysis --prompts RUN_ID [--split test_s] [--home DIR]
     python -m baselines.sam2love.analysis --categories RUN_ID [--split test_s] [--home DIR]
-    python -m baselines.sam2love.analysis --paired A1,A2,A3 B1,B2,B3 [--split test_s] [--by-expression] [--home DIR]
+    python -m baselines.sam2love.analysis --paired A1,A2,A3 B1,B2,B3 [--split test_s] [--by-expression] [--by-look] [--home DIR]
 
 Only runs scored on the dataset prepared in the home are read (:func:`scored_on`); a trained run
 is scored on another preparation (e.g. a larger test split) by ``avskit run ... mode=eval from=RUN``.
@@ -209,61 +209,92 @@ CONTRASTS = {"onset - appearance": (("first", "last"), ("appearance",)),
 
 def paired_kind_gain(a: list[Any], b: list[Any], kinds: dict[str, str | None], split: str = "test_s",
                      resamples: int | None = None, seed: int = 0,
-                     clips: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
-    """Per expression kind: mean J of variant A minus variant B on the same expressions of
-    ``split`` (each expression's J first averaged over the seeds of each variant), and the
-    :data:`CONTRASTS` between kinds, each with a 95 % percentile bootstrap interval. One resample
-    serves every kind and contrast (drawn by :func:`avsbench_kit.probes.stats.bootstrap_weights`);
+                     clips: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Per expression label: mean J of variant A minus variant B on the same expressions of
+    ``split`` (each expression's J first averaged over the runs of each variant), and the
+    :data:`CONTRASTS` between kinds, each with a 95 % percentile bootstrap interval and, when A
+    and B have as many runs (paired in order: seed by seed), the gain of each pair.
+
+    One resample serves every label and contrast (:func:`avsbench_kit.probes.stats.bootstrap_weights`);
     with ``clips`` (sample key -> clip) whole clips are drawn, since a clip's expressions share
-    its scene. Why: a per-kind difference of means over seeds hides how much of it a few
-    expressions (or clips) carry.
+    its scene. The interval is over the test expressions only; the per-seed gains show the
+    training-seed spread it leaves out. A label is a kind (``first``) or a kind with a qualifier
+    after a slash (``first/look shared``); contrasts read the kind part.
 
     ``a`` / ``b``: per-sample tables (``sample_key``, ``split``, ``J``) of each variant's runs."""
     import numpy as np
 
     from avsbench_kit.probes.stats import BOOTSTRAP, LEVEL, bootstrap_weights
 
-    def mean_j(tables: list[Any]) -> Any:
-        per_run = [t[t["split"] == split].set_index("sample_key")["J"] for t in tables]
-        return sum(per_run) / len(per_run)
-
-    ja, jb = mean_j(a), mean_j(b)
-    keys = [k for k in ja.index if kinds.get(k) in KINDS]
+    per_a, per_b = ([t[t["split"] == split].set_index("sample_key")["J"] for t in tables] for tables in (a, b))
+    ja, jb = sum(per_a) / len(per_a), sum(per_b) / len(per_b)
+    keys = [k for k in ja.index if kinds.get(k)]
     gain = ja[keys].to_numpy(np.float64) - jb.reindex(keys).to_numpy(np.float64)
     keep = np.isfinite(gain)
     keys, gain = [k for k, ok in zip(keys, keep) if ok], gain[keep]
-    kind = np.array([kinds[k] for k in keys])
+    label = np.array([kinds[k] for k in keys])
+    kind = np.array([str(v).split("/")[0] for v in label])
+    per_seed = [pa.reindex(keys).to_numpy(np.float64) - pb.reindex(keys).to_numpy(np.float64)
+                for pa, pb in zip(per_a, per_b)] if len(per_a) == len(per_b) else []
     weights = bootstrap_weights(len(keys), seed, resamples or BOOTSTRAP,
                                 [clips[k] for k in keys] if clips is not None else None)
 
-    def mean_of(members: tuple[str, ...]) -> tuple[float, Any]:
-        m = np.isin(kind, members)
+    def mean_of(m: Any) -> tuple[float, Any, list[float]]:
         w = weights[:, m]
-        with np.errstate(invalid="ignore"):  # a resample without this kind: NaN, left out below
-            return float(gain[m].mean()), (w @ gain[m]) / w.sum(axis=1)
+        with np.errstate(invalid="ignore"):  # a resample without this label: NaN, left out below
+            return float(gain[m].mean()), (w @ gain[m]) / w.sum(axis=1), [float(np.nanmean(g[m])) for g in per_seed]
 
+    order = {k: i for i, k in enumerate(KINDS)}
+    names = sorted(set(label.tolist()), key=lambda v: (order.get(v.split("/")[0], len(KINDS)), v))
+    groups = {**{v: (label == v, None) for v in names},
+              **{c: (np.isin(kind, plus), np.isin(kind, minus)) for c, (plus, minus) in CONTRASTS.items()}}
     alpha = (1.0 - LEVEL) / 2.0
     out = {}
-    for name, (plus, minus) in {**{k: ((k,), ()) for k in KINDS}, **CONTRASTS}.items():
-        if not np.isin(kind, plus).any() or (minus and not np.isin(kind, minus).any()):
+    for name, (plus, minus) in groups.items():
+        if not plus.any() or (minus is not None and not minus.any()):
             continue
-        value, boot = mean_of(plus)
-        if minus:
-            value_minus, boot_minus = mean_of(minus)
-            value, boot = value - value_minus, boot - boot_minus
+        value, boot, seeds = mean_of(plus)
+        if minus is not None:
+            value_minus, boot_minus, seeds_minus = mean_of(minus)
+            value, boot, seeds = value - value_minus, boot - boot_minus, [x - y for x, y in zip(seeds, seeds_minus)]
         low, high = np.nanquantile(boot, [alpha, 1.0 - alpha])
-        out[name] = {"n": float(np.isin(kind, plus).sum()), "gain": value, "low": float(low), "high": float(high)}
+        out[name] = {"n": float(plus.sum()), "gain": value, "low": float(low), "high": float(high), "per_seed": seeds}
     return out
 
 
-def print_paired(runs_a: str, runs_b: str, split: str, home: str | None, by_clip: bool = True) -> None:
+def look_labels(manifest: Any, split: str, kinds: dict[str, str | None]) -> dict[str, str | None]:
+    """``kind/look shared`` when the target looks like another object of its clip (SynthAVS
+    look-alikes: only the audio can tell them apart, and with mono audio only by when each one
+    sounds), else ``kind/look unique`` (the category the text or the audio names picks it out)."""
+    from avsbench_kit.data.synth_world import BY_NAME
+    from avsbench_kit.errors import DataError
+    from avsbench_kit.probes.labels import SCENES_FILE, synth_scenes
+
+    scenes = synth_scenes(manifest)
+    if scenes is None:
+        raise DataError(f"{manifest.dataset} has no {SCENES_FILE}: the looks of its objects are unknown",
+                        hint="--by-look needs a SynthAVS dataset")
+    out: dict[str, str | None] = {}
+    for r in manifest.rows(split):
+        if not kinds.get(r["sample_key"]):
+            continue
+        objects = scenes[r["clip"]]["objects"]
+        look = BY_NAME[next(o["class"] for o in objects if o["fid"] == r["fid"])].appearance
+        shared = sum(BY_NAME[o["class"]].appearance == look for o in objects) > 1
+        out[r["sample_key"]] = f"{kinds[r['sample_key']]}/look {'shared' if shared else 'unique'}"
+    return out
+
+
+def print_paired(runs_a: str, runs_b: str, split: str, home: str | None, by_clip: bool = True,
+                 by_look: bool = False) -> None:
     from avsbench_kit.data.prepare import load_manifest
     from avsbench_kit.data.synth_scenes import expression_kind
     from avsbench_kit.runs.store import RunStore
 
     store = RunStore(home)
-    ids = [[store.resolve(i) for i in r.split(",") if i] for r in (runs_a, runs_b)]
-    records = [store.load(i) for group in ids for i in group]
+    groups = [sorted((store.load(store.resolve(i)) for i in r.split(",") if i), key=lambda rec: rec.seed)
+              for r in (runs_a, runs_b)]
+    records = groups[0] + groups[1]
     manifest = load_manifest(records[0].dataset, home)
     elsewhere = [r.run_id for r in records if not scored_on(r, manifest)]
     if elsewhere:
@@ -274,13 +305,18 @@ def print_paired(runs_a: str, runs_b: str, split: str, home: str | None, by_clip
                           hint="compare runs scored on one prepared dataset (mode=eval from=RUN re-scores one here)")
     rows = manifest.rows(split)
     kinds = {r["sample_key"]: expression_kind(r["text"]) for r in rows}
+    if by_look:
+        kinds = look_labels(manifest, split, kinds)
     clips = {r["sample_key"]: r["clip"] for r in rows} if by_clip else None
-    gains = paired_kind_gain([store.read_per_sample(i) for i in ids[0]], [store.read_per_sample(i) for i in ids[1]],
-                             kinds, split, clips=clips)
-    print(f"J of A ({len(ids[0])} runs) minus B ({len(ids[1])} runs) on {split}, ×100, "
-          f"95 % bootstrap interval over {'clips' if by_clip else 'expressions'}:")
-    for kind, g in gains.items():
-        print(f"  {kind:<18} n={int(g['n']):>3}  {100 * g['gain']:+.1f}  [{100 * g['low']:+.1f}, {100 * g['high']:+.1f}]")
+    seeds = [[r.seed for r in g] for g in groups]
+    paired = seeds[0] == seeds[1]  # per-seed gains only for runs of the same seeds
+    gains = paired_kind_gain(*([store.read_per_sample(r.run_id) for r in g] for g in groups), kinds, split, clips=clips)
+    print(f"J of A ({len(groups[0])} runs) minus B ({len(groups[1])} runs) on {split}, ×100, "
+          f"95 % bootstrap interval over {'clips' if by_clip else 'expressions'}"
+          + (f"; per seed {', '.join(map(str, seeds[0]))}:" if paired else " (seeds differ: no per-seed gains):"))
+    for name, g in gains.items():
+        per = "  per seed " + " ".join(f"{100 * v:+.1f}" for v in g["per_seed"]) if paired else ""
+        print(f"  {name:<24} n={int(g['n']):>3}  {100 * g['gain']:+.1f}  [{100 * g['low']:+.1f}, {100 * g['high']:+.1f}]{per}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -298,6 +334,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="per-kind J gain of A over B, comma-separated run ids (seeds) each, instead")
     ap.add_argument("--by-expression", action="store_true",
                     help="--paired: resample expressions one by one (as in session 8) instead of whole clips")
+    ap.add_argument("--by-look", action="store_true",
+                    help="--paired: split each kind by whether the target looks like another object of its clip")
     ap.add_argument("--split", default="test_s", help="split for --prompts / --categories / --paired")
     args = ap.parse_args(argv)
     if args.prompts:
@@ -307,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
         print_category_accuracy(args.categories, args.split, args.home)
         return
     if args.paired:
-        print_paired(*args.paired, args.split, args.home, by_clip=not args.by_expression)
+        print_paired(*args.paired, args.split, args.home, by_clip=not args.by_expression, by_look=args.by_look)
         return
     store = RunStore(args.home)
     manifest = load_manifest(args.dataset, args.home)
