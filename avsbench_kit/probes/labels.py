@@ -18,9 +18,11 @@ SCENES_FILE = "synth_scenes.json"
 
 def clip_classes(manifest: Any) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
     """``(present, sounding)``: clip -> classes visible in it, clip -> classes sounding in it."""
-    scenes = _synth_scenes(manifest)
+    scenes = synth_scenes(manifest)
     if scenes is not None:
-        return scenes
+        objects = {name: sc.get("objects") or [] for name, sc in scenes.items()}
+        return ({name: {o["class"] for o in objs if o.get("visible")} for name, objs in objects.items()},
+                {name: {o["class"] for o in objs if o.get("sounding")} for name, objs in objects.items()})
     present: dict[str, set[str]] = {}
     for r in manifest.df.to_dict("records"):
         category = str(r.get("category") or "")
@@ -59,12 +61,3 @@ def synth_scenes(manifest: Any) -> dict[str, dict[str, Any]] | None:
         raise DataError(f"{path} does not describe {len(missing)} clip(s) of {manifest.dataset} "
                         f"(e.g. {sorted(missing)[0]})", hint="the manifest and the SynthAVS folder disagree: re-prepare")
     return scenes
-
-
-def _synth_scenes(manifest: Any) -> tuple[dict[str, set[str]], dict[str, set[str]]] | None:
-    scenes = synth_scenes(manifest)
-    if scenes is None:
-        return None
-    present = {name: {o["class"] for o in sc.get("objects") or [] if o.get("visible")} for name, sc in scenes.items()}
-    sounding = {name: {o["class"] for o in sc.get("objects") or [] if o.get("sounding")} for name, sc in scenes.items()}
-    return present, sounding
