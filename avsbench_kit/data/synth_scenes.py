@@ -206,6 +206,23 @@ _TEMPLATES = {
 }
 _KINDS = ("appearance", "sound", "first", "last")
 
+#: ``refavs.sound_style=relational``: sound expressions in the forms real Ref-AVS uses, which say
+#: *how* an object sounds relative to the others, never *what* it sounds like (Ref-AVS metadata:
+#: "the sounding object" 703, "the object making the loudest sound" 802, "... the longest / shortest
+#: sound duration" 478, "... a lowest sound" 209, "the instrument that didn't make any sound" 86),
+#: so the text does not name the class and the look: only the audio tells which object is meant.
+#: (Loudness is left out: every SynthAVS object sounds at one level.)
+SOUND_FORMS: dict[str, tuple[str, ...]] = {
+    "sounding": ("the sounding object", "the source of the sound", "the only object making a sound"),
+    "longest": ("the object making the longest sound", "the object with the longest sound duration"),
+    "shortest": ("the object making the shortest sound", "the object with the shortest sound duration"),
+    "lowest": ("the object making the lowest sound", "the object with the lowest pitch"),
+    "highest": ("the object making the highest sound", "the object with the highest pitch"),
+    "silent": ("the object that does not make any sound", "the silent object", "the object making no sound"),
+}
+SOUND_STYLES = ("named", "relational")
+_PITCH_MARGIN = 1.25  # lowest / highest only when the next pitch is this far (a major third) away
+
 
 def expression_kind(text: str) -> str | None:
     """The kind (appearance / sound / first / last) of a SynthAVS Ref-AVS expression, recovered
@@ -217,6 +234,8 @@ def expression_kind(text: str) -> str | None:
     """
     import re
 
+    if sound_form(text) not in (None, "named"):
+        return "sound"
     slots = {"colour": r"\S+", "shape": r"\S+", "sound": ".+"}  # colours and shapes are one word
     for kind in ("first", "last", "sound", "appearance"):  # fixed sentences before open slots
         for template in _TEMPLATES[kind]:
@@ -226,6 +245,17 @@ def expression_kind(text: str) -> str | None:
             if re.fullmatch(pattern, text.strip()):
                 return kind
     return None
+
+
+def sound_form(text: str) -> str | None:
+    """How a SynthAVS sound expression refers: a :data:`SOUND_FORMS` key (relational style),
+    ``"named"`` (names the sound, so the class), or None for any other text."""
+    clean = text.strip()
+    for form, templates in SOUND_FORMS.items():
+        if clean in templates:
+            return form
+    prefixes = [t.split("{sound}")[0] for t in _TEMPLATES["sound"]]
+    return "named" if any(clean.startswith(p) and len(clean) > len(p) for p in prefixes) else None
 
 
 def refavs_scene(rng: np.random.Generator, cfg: dict[str, Any], name: str, split: str, pool: list[str],
@@ -249,7 +279,7 @@ def refavs_scene(rng: np.random.Generator, cfg: dict[str, Any], name: str, split
         tracks = [sample_track(rng, c, _radius(sub), _speed(cfg)) for c in classes]
         visible, sounding = _refavs_schedule(rng, len(tracks), seconds, float(sub["silent_prob"]))
         scene = Scene(name, split, seconds, tracks, visible, sounding)
-        candidates = _candidates(scene, set(refer) if refer else None)
+        candidates = _candidates(scene, set(refer) if refer else None, str(sub["sound_style"]))
         if len(candidates) >= e_lo:
             k = int(rng.integers(e_lo, e_hi + 1))
             scene.expressions = _choose(rng, candidates, k, scene)
@@ -281,54 +311,91 @@ def _onset(scene: Scene, i: int) -> int | None:
     return int(on[0]) if len(on) else None
 
 
-def _candidates(scene: Scene, refer: set[str] | None) -> list[tuple[str, int]]:
-    """Every (kind, fid) whose expression picks out exactly one track of the scene."""
+def _candidates(scene: Scene, refer: set[str] | None, sound_style: str = "named") -> list[tuple[str, int, str]]:
+    """Every (kind, fid, sound form) whose expression picks out exactly one track of the scene
+    (the form is "" except for sound expressions)."""
     classes = [BY_NAME[t.cls] for t in scene.tracks]
     onsets = [_onset(scene, i) for i in range(len(classes))]
     heard = [o for o in onsets if o is not None]
-    out: list[tuple[str, int]] = []
+    relational = _relational_sound(scene) if sound_style == "relational" else {}
+    out: list[tuple[str, int, str]] = []
     for i, c in enumerate(classes):
         if refer is not None and c.name not in refer:
             continue
         if sum(o.appearance == c.appearance for o in classes) == 1:
-            out.append(("appearance", i))
-        if onsets[i] is not None and sum(o.sound_group == c.sound_group for o in classes) == 1:
-            out.append(("sound", i))
+            out.append(("appearance", i, ""))
+        if sound_style == "relational":
+            out.extend(("sound", i, form) for form in relational.get(i, []))
+        elif onsets[i] is not None and sum(o.sound_group == c.sound_group for o in classes) == 1:
+            out.append(("sound", i, "named"))
         if onsets[i] is not None and heard.count(onsets[i]) == 1:
             if onsets[i] == min(heard):
-                out.append(("first", i))
+                out.append(("first", i, ""))
             if len(heard) >= 2 and onsets[i] == max(heard):
-                out.append(("last", i))
+                out.append(("last", i, ""))
     return out
 
 
-def _choose(rng: np.random.Generator, candidates: list[tuple[str, int]], k: int, scene: Scene) -> list[Expression]:
+def _relational_sound(scene: Scene) -> dict[int, list[str]]:
+    """fid -> the :data:`SOUND_FORMS` that pick out that track alone (among two or more objects)."""
+    n = len(scene.tracks)
+    if n < 2:
+        return {}
+    seconds = scene.sounding.sum(axis=1)
+    heard = [i for i in range(n) if seconds[i] > 0]
+    silent = [i for i in range(n) if seconds[i] == 0]
+    out: dict[int, list[str]] = {}
+
+    def unique_extreme(values: dict[int, float], form: str, lowest: bool, margin: float = 1.0) -> None:
+        ordered = sorted(values, key=values.__getitem__)
+        if lowest and values[ordered[0]] * margin < values[ordered[1]]:
+            out.setdefault(ordered[0], []).append(form)
+        if not lowest and values[ordered[-1]] > values[ordered[-2]] * margin:
+            out.setdefault(ordered[-1], []).append(form)
+
+    if len(heard) == 1:
+        out.setdefault(heard[0], []).append("sounding")
+    if len(silent) == 1 and heard:
+        out.setdefault(silent[0], []).append("silent")
+    if len(heard) >= 2:
+        length = {i: float(seconds[i]) for i in heard}
+        pitch = {i: BY_NAME[scene.tracks[i].cls].f0 for i in heard}
+        unique_extreme(length, "longest", lowest=False)
+        unique_extreme(length, "shortest", lowest=True)
+        unique_extreme(pitch, "lowest", lowest=True, margin=_PITCH_MARGIN)
+        unique_extreme(pitch, "highest", lowest=False, margin=_PITCH_MARGIN)
+    return out
+
+
+def _choose(rng: np.random.Generator, candidates: list[tuple[str, int, str]], k: int, scene: Scene) -> list[Expression]:
     """Up to ``k`` candidates, round-robin over kinds so every clip mixes expression types."""
-    by_kind: dict[str, list[tuple[str, int]]] = {}
+    by_kind: dict[str, list[tuple[str, int, str]]] = {}
     for cand in (candidates[i] for i in rng.permutation(len(candidates))):
         by_kind.setdefault(cand[0], []).append(cand)
     kinds = [kd for kd in (_KINDS[i] for i in rng.permutation(len(_KINDS))) if kd in by_kind]
-    picked: list[tuple[str, int]] = []
+    picked: list[tuple[str, int, str]] = []
     while len(picked) < k and any(by_kind[kd] for kd in kinds):
         for kd in kinds:
             if by_kind[kd] and len(picked) < k:
                 picked.append(by_kind[kd].pop(0))
-    return [_expression(rng, kind, fid, scene) for kind, fid in picked]
+    return [_expression(rng, kind, fid, scene, form) for kind, fid, form in picked]
 
 
-def _expression(rng: np.random.Generator, kind: str, fid: int, scene: Scene) -> Expression:
+def _expression(rng: np.random.Generator, kind: str, fid: int, scene: Scene, form: str = "") -> Expression:
     cls = BY_NAME[scene.tracks[fid].cls]
-    templates = _TEMPLATES[kind]
+    templates = SOUND_FORMS[form] if form in SOUND_FORMS else _TEMPLATES[kind]
     text = templates[int(rng.integers(len(templates)))].format(colour=cls.colour, shape=cls.shape, sound=cls.sound_text)
     return Expression(kind, text, fid, cls.name)
 
 
-def null_expression(rng: np.random.Generator, scene: Scene, pool: list[str]) -> Expression:
+def null_expression(rng: np.random.Generator, scene: Scene, pool: list[str], sound_style: str = "named") -> Expression:
     """An expression about something absent from ``scene`` (its GT is empty in every frame).
 
     ``null_c``: an appearance no object in the clip has (an absent class's look, or a colour/shape
     combination no class has). ``null_m``: a sound no object makes -- preferably the sound of the
-    look-alike of a visible object, so only audio reveals that nothing matches.
+    look-alike of a visible object, so only audio reveals that nothing matches. With the
+    relational ``sound_style`` only ``null_c``: a named sound would be the one sound sentence of
+    its kind in the data, so the text alone would give the null away.
     """
     present = [BY_NAME[t.cls] for t in scene.tracks]
     looks = {c.appearance for c in present}
@@ -338,7 +405,7 @@ def null_expression(rng: np.random.Generator, scene: Scene, pool: list[str]) -> 
     sounds = sorted({c.sound_text for c in (hard or absent)})
     use_sound = rng.random() >= 0.5
     pick = rng.random()
-    if use_sound and sounds:
+    if use_sound and sounds and sound_style == "named":
         text = _TEMPLATES["sound"][int(rng.integers(3))].format(sound=sounds[int(rng.integers(len(sounds)))])
         return Expression("null_m", text, -1, "null")
     options = sorted({BY_NAME[c].appearance for c in pool} - looks)
