@@ -234,7 +234,7 @@ def test_bad_config_and_missing_weights_fail_in_one_line() -> None:
 
 def test_synth_expression_kind_is_recovered_from_the_text() -> None:
     """The per-kind J breakdown in docs/baselines.md reads the kind back from the expression."""
-    from avsbench_kit.data.synth_scenes import _TEMPLATES, expression_kind
+    from avsbench_kit.data.synth_scenes import _TEMPLATES, SOUND_FORMS, expression_kind, sound_form
     from avsbench_kit.data.synth_world import CLASSES
 
     for kind, templates in _TEMPLATES.items():
@@ -242,7 +242,11 @@ def test_synth_expression_kind_is_recovered_from_the_text() -> None:
             for c in CLASSES:
                 text = template.format(colour=c.colour, shape=c.shape, sound=c.sound_text)
                 assert expression_kind(text) == kind, text
-    assert expression_kind("the dog on the left") is None
+                assert sound_form(text) == ("named" if kind == "sound" else None), text
+    for form, templates in SOUND_FORMS.items():  # refavs.sound_style=relational
+        for text in templates:
+            assert (expression_kind(text), sound_form(text)) == ("sound", form), text
+    assert expression_kind("the dog on the left") is None and sound_form("the dog on the left") is None
 
 
 def test_prompt_frames_all_decodes_every_frame_from_its_own_prompt(batch: dict) -> None:

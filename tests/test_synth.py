@@ -286,6 +286,44 @@ def test_refavs_rules(bench, world):
             assert np.abs(median - colour_rgb[colour]).max() < 30, (r["uid"], r["exp"], median)
 
 
+def test_relational_sound_expressions_pick_their_target_by_the_audio_alone():
+    """``refavs.sound_style=relational``: every sound expression is a real-Ref-AVS form whose
+    target is, by the clip's sounding schedule, the one object it describes; nulls stay appearance."""
+    from avsbench_kit.data.synth_scenes import SOUND_FORMS, expression_kind, sound_form
+    from avsbench_kit.data.synth_world import BY_NAME
+
+    cfg = resolve_config("small", ["refavs.sound_style=relational", "refavs.clips.train=120"])
+    plan = synth._sample_all(5, cfg)
+    forms: dict[str, int] = {}
+    for scene, _ in (p for split in plan["refavs"].values() for p in split):
+        seconds = scene.sounding.sum(axis=1)
+        heard = [i for i in range(len(scene.tracks)) if seconds[i]]
+        for e in (e for e in scene.expressions if e.kind == "sound"):
+            form = sound_form(e.text)
+            assert form in SOUND_FORMS and e.text in SOUND_FORMS[form] and expression_kind(e.text) == "sound", e.text
+            forms[form] = forms.get(form, 0) + 1
+            others = [i for i in heard if i != e.fid]
+            pitch = {i: BY_NAME[scene.tracks[i].cls].f0 for i in heard}
+            assert len(scene.tracks) >= 2
+            if form == "sounding":
+                assert heard == [e.fid]
+            elif form == "silent":
+                assert seconds[e.fid] == 0 and heard and sum(seconds == 0) == 1
+            else:
+                assert e.fid in heard and others, (form, heard)
+                if form == "longest":
+                    assert all(seconds[e.fid] > seconds[i] for i in others)
+                if form == "shortest":
+                    assert all(seconds[e.fid] < seconds[i] for i in others)
+                if form == "lowest":
+                    assert all(pitch[e.fid] * 1.25 < pitch[i] for i in others)
+                if form == "highest":
+                    assert all(pitch[e.fid] > 1.25 * pitch[i] for i in others)
+        assert not any(sound_form(e.text) == "named" for e in scene.expressions)
+    assert set(forms) == set(SOUND_FORMS), forms  # every form occurs
+    assert {e.kind for split in plan["nulls"].values() for _, e in split} == {"null_c"}
+
+
 # ------------------------------------------------------------------------- determinism, config
 
 
@@ -331,7 +369,7 @@ def test_overrides_and_bad_keys(tmp_path):
         generate(out, overrides=["s4.clip.train=4"])
     assert "s4.clips.train" in (err.value.hint or "")
     for bad in ("ms3.objects=[1,3]", "refavs.unseen=[dragon]", "s4.clips.val=-1", "ms3.twin_prob=2.0",
-                "refavs.clips.test_s=0"):  # the last: test_n nulls need test_s clips
+                "refavs.clips.test_s=0", "refavs.sound_style=loud"):  # test_s=0: test_n nulls need test_s clips
         with pytest.raises(ConfigError):
             generate(out, overrides=[bad])
     with pytest.raises(ConfigError):
