@@ -629,3 +629,16 @@ def test_look_labels_tell_look_alike_targets_from_unique_ones(tmp_path) -> None:
     with pytest.raises(DataError, match="synth_scenes.json"):
         look_labels(SimpleNamespace(root=str(tmp_path / "none" / "x"), dataset="d", df=manifest.df,
                                     rows=lambda split: rows), "test_s", {})
+
+
+def test_form_labels_qualify_sound_expressions_only() -> None:
+    """--by-form: a sound expression gets how it refers (named sound or a relational form),
+    after any look qualifier; other kinds and unlabelled rows are left as they are."""
+    from baselines.sam2love.analysis import form_labels
+
+    rows = [{"sample_key": "a", "text": "the object making the longest sound"},
+            {"sample_key": "b", "text": "the object making a ringing chime"},
+            {"sample_key": "c", "text": "the first object to make a sound"},
+            {"sample_key": "n", "text": "the red square"}]
+    kinds = {"a": "sound/look shared", "b": "sound", "c": "first", "n": None}
+    assert form_labels(rows, kinds) == {"a": "sound/look shared/longest", "b": "sound/named", "c": "first", "n": None}

@@ -8,7 +8,7 @@ onset / sound expressions gain more than appearance ones (clip bootstrap).
     python -m baselines.sam2love.analysis [--home DIR] [--baseline sam2love] [--dataset synth-refavs]
     python -m baselines.sam2love.analysis --prompts RUN_ID [--split test_s] [--home DIR]
     python -m baselines.sam2love.analysis --categories RUN_ID [--split test_s] [--home DIR]
-    python -m baselines.sam2love.analysis --paired A1,A2,A3 B1,B2,B3 [--split test_s] [--by-expression] [--by-look] [--home DIR]
+    python -m baselines.sam2love.analysis --paired A1,A2,A3 B1,B2,B3 [--split test_s] [--by-expression] [--by-look] [--by-form] [--home DIR]
 
 Only runs scored on the dataset prepared in the home are read (:func:`scored_on`); a trained run
 is scored on another preparation (e.g. a larger test split) by ``avskit run ... mode=eval from=RUN``.
@@ -285,8 +285,21 @@ def look_labels(manifest: Any, split: str, kinds: dict[str, str | None]) -> dict
     return out
 
 
+def form_labels(rows: list[dict[str, Any]], kinds: dict[str, str | None]) -> dict[str, str | None]:
+    """Sound expressions qualified by how they refer (``sound/longest``, ``sound/named``, ...:
+    :func:`avsbench_kit.data.synth_scenes.sound_form`); other labels unchanged."""
+    from avsbench_kit.data.synth_scenes import sound_form
+
+    out = dict(kinds)
+    for r in rows:
+        label = kinds.get(r["sample_key"])
+        if label and label.split("/")[0] == "sound":
+            out[r["sample_key"]] = f"{label}/{sound_form(r['text'])}"
+    return out
+
+
 def print_paired(runs_a: str, runs_b: str, split: str, home: str | None, by_clip: bool = True,
-                 by_look: bool = False) -> None:
+                 by_look: bool = False, by_form: bool = False) -> None:
     from avsbench_kit.data.prepare import load_manifest
     from avsbench_kit.data.synth_scenes import expression_kind
     from avsbench_kit.runs.store import RunStore
@@ -307,6 +320,8 @@ def print_paired(runs_a: str, runs_b: str, split: str, home: str | None, by_clip
     kinds = {r["sample_key"]: expression_kind(r["text"]) for r in rows}
     if by_look:
         kinds = look_labels(manifest, split, kinds)
+    if by_form:
+        kinds = form_labels(rows, kinds)
     clips = {r["sample_key"]: r["clip"] for r in rows} if by_clip else None
     seeds = [[r.seed for r in g] for g in groups]
     paired = seeds[0] == seeds[1]  # per-seed gains only for runs of the same seeds
@@ -336,6 +351,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="--paired: resample expressions one by one (as in session 8) instead of whole clips")
     ap.add_argument("--by-look", action="store_true",
                     help="--paired: split each kind by whether the target looks like another object of its clip")
+    ap.add_argument("--by-form", action="store_true",
+                    help="--paired: split sound expressions by how they refer (named sound, sounding, longest, ...)")
     ap.add_argument("--split", default="test_s", help="split for --prompts / --categories / --paired")
     args = ap.parse_args(argv)
     if args.prompts:
@@ -345,7 +362,8 @@ def main(argv: list[str] | None = None) -> None:
         print_category_accuracy(args.categories, args.split, args.home)
         return
     if args.paired:
-        print_paired(*args.paired, args.split, args.home, by_clip=not args.by_expression, by_look=args.by_look)
+        print_paired(*args.paired, args.split, args.home, by_clip=not args.by_expression, by_look=args.by_look,
+                     by_form=args.by_form)
         return
     store = RunStore(args.home)
     manifest = load_manifest(args.dataset, args.home)
