@@ -7,7 +7,7 @@ onset / sound expressions gain more than appearance ones (clip bootstrap).
 
     python -m baselines.sam2love.analysis [--home DIR] [--baseline sam2love] [--dataset synth-refavs]
     python -m baselines.sam2love.analysis --prompts RUN_ID [--split test_s] [--home DIR]
-    python -m baselines.sam2love.analysis --categories RUN_ID [--split test_s] [--home DIR]
+    python -m baselines.sam2love.analysis --categories RUN_ID [--split test_s] [--by-form] [--home DIR]
     python -m baselines.sam2love.analysis --paired A1,A2,A3 B1,B2,B3 [--split test_s] [--by-expression] [--by-look] [--by-form] [--home DIR]
 
 Only runs scored on the dataset prepared in the home are read (:func:`scored_on`); a trained run
@@ -181,7 +181,7 @@ def category_accuracy(model: Any, batches: Any, kinds: dict[str, str | None],
             for k, c in counts.items()}
 
 
-def print_category_accuracy(run_id: str, split: str, home: str | None) -> None:
+def print_category_accuracy(run_id: str, split: str, home: str | None, by_form: bool = False) -> None:
     from avsbench_kit.data.synth_scenes import expression_kind
     from avsbench_kit.features.reader import feature_batches
     from avsbench_kit.probes.engine import load_run
@@ -189,16 +189,18 @@ def print_category_accuracy(run_id: str, split: str, home: str | None) -> None:
     run = load_run(run_id, home)
     rows = run.manifest.rows(split)
     kinds = {r["sample_key"]: expression_kind(r["text"]) for r in rows}
+    if by_form:
+        kinds = form_labels(rows, kinds)
     clips = {r["sample_key"]: r["clip"] for r in rows}
     batches = feature_batches(run.manifest, split, run.requests, batch_size=16, shuffle=True, seed=0,
                               home=home, with_masks=False)  # shuffled: batch-mates are mostly other clips
     acc = category_accuracy(run.model, batches, kinds, clips)
     print(f"run {run.record.run_id} ({' '.join(run.record.overrides)}) on {split}: category accuracy by kind")
-    for kind in (*KINDS, "other"):
-        if kind in acc:
-            c = acc[kind]
-            other = f", another clip's audio {c['other_audio']:.3f}" if "other_audio" in c else ""
-            print(f"  {kind:<10} n={int(c['n']):>3}  own audio {c['own']:.3f}{other}")
+    order = {k: i for i, k in enumerate((*KINDS, "other"))}
+    for label in sorted(acc, key=lambda v: (order.get(v.split("/")[0], len(order)), v)):
+        c = acc[label]
+        other = f", another clip's audio {c['other_audio']:.3f}" if "other_audio" in c else ""
+        print(f"  {label:<16} n={int(c['n']):>3}  own audio {c['own']:.3f}{other}")
 
 
 #: kind contrasts of the paired gains: does audio help these kinds more than appearance
@@ -352,14 +354,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--by-look", action="store_true",
                     help="--paired: split each kind by whether the target looks like another object of its clip")
     ap.add_argument("--by-form", action="store_true",
-                    help="--paired: split sound expressions by how they refer (named sound, sounding, longest, ...)")
+                    help="--paired / --categories: split sound expressions by how they refer (named, sounding, longest, ...)")
     ap.add_argument("--split", default="test_s", help="split for --prompts / --categories / --paired")
     args = ap.parse_args(argv)
     if args.prompts:
         print_prompt_diagnostics(args.prompts, args.split, args.home)
         return
     if args.categories:
-        print_category_accuracy(args.categories, args.split, args.home)
+        print_category_accuracy(args.categories, args.split, args.home, by_form=args.by_form)
         return
     if args.paired:
         print_paired(*args.paired, args.split, args.home, by_clip=not args.by_expression, by_look=args.by_look,
