@@ -27,6 +27,13 @@ from typing import Any
 KINDS = ("appearance", "sound", "first", "last")
 
 
+def label_order(label: str) -> tuple[int, str]:
+    """Sort key of an expression label (``first``, ``sound/look shared/longest``, ``other``): by the
+    kind before the first slash in :data:`KINDS` order, anything else after; then by the label."""
+    kind = label.split("/")[0]
+    return (KINDS.index(kind) if kind in KINDS else len(KINDS), label)
+
+
 def mean_std(values: list[float]) -> str:
     """``mean ± std`` in percent (sample std; ``n=1`` prints no std)."""
     vals = [v for v in values if not math.isnan(v)]
@@ -196,8 +203,7 @@ def print_category_accuracy(run_id: str, split: str, home: str | None, by_form: 
                               home=home, with_masks=False)  # shuffled: batch-mates are mostly other clips
     acc = category_accuracy(run.model, batches, kinds, clips)
     print(f"run {run.record.run_id} ({' '.join(run.record.overrides)}) on {split}: category accuracy by kind")
-    order = {k: i for i, k in enumerate((*KINDS, "other"))}
-    for label in sorted(acc, key=lambda v: (order.get(v.split("/")[0], len(order)), v)):
+    for label in sorted(acc, key=label_order):
         c = acc[label]
         other = f", another clip's audio {c['other_audio']:.3f}" if "other_audio" in c else ""
         print(f"  {label:<16} n={int(c['n']):>3}  own audio {c['own']:.3f}{other}")
@@ -246,8 +252,7 @@ def paired_kind_gain(a: list[Any], b: list[Any], kinds: dict[str, str | None], s
         with np.errstate(invalid="ignore"):  # a resample without this label: NaN, left out below
             return float(gain[m].mean()), (w @ gain[m]) / w.sum(axis=1), [float(np.nanmean(g[m])) for g in per_seed]
 
-    order = {k: i for i, k in enumerate(KINDS)}
-    names = sorted(set(label.tolist()), key=lambda v: (order.get(v.split("/")[0], len(KINDS)), v))
+    names = sorted(set(label.tolist()), key=label_order)
     groups = {**{v: (label == v, None) for v in names},
               **{c: (np.isin(kind, plus), np.isin(kind, minus)) for c, (plus, minus) in CONTRASTS.items()}}
     alpha = (1.0 - LEVEL) / 2.0
